@@ -1,0 +1,139 @@
+"""The evaluation protocol every distilled set goes through: fresh students trained on the set
+under each label mode, several seeds, last-epoch test accuracy (never the best epoch), with a random
+real subset of the same per-class size trained under the identical protocol beside it."""
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import EvalConfig
+from ..data.base import Dataset, TensorSplit
+from ..errors import TinysetError
+from ..kd import build_kd_loss
+from ..models import get_model
+from ..utils.runlog import JsonlLog
+from ..utils.seeding import derive_seed, generator
+from .trainer import TrainSpec, train
+
+log = logging.getLogger(__name__)
+
+LABEL_MODES = ("soft", "hard")
+
+
+def eval_spec(ecfg: EvalConfig, channels_last: bool = True, amp: bool = False) -> TrainSpec:
+    return TrainSpec(
+        epochs=ecfg.epochs, batch_size=ecfg.batch_size, optimizer=ecfg.optimizer, lr=ecfg.lr,
+        weight_decay=ecfg.weight_decay, schedule=ecfg.schedule, augment="rrc", crop_scale=tuple(ecfg.crop_scale),
+        flip=ecfg.flip, cutmix=ecfg.cutmix, ema=ecfg.ema, channels_last=channels_last, amp=amp,
+        eval_batch_size=ecfg.eval_batch_size, he_da=getattr(ecfg, "he_da", None),
+    )
+
+
+def random_subset(ds: Dataset, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real training images with the same per-class counts as ``labels``."""
+    from ..methods.base import sample_class_indices
+
+    g = generator(seed)
+    counts = torch.bincount(labels, minlength=ds.info.num_classes)
+    idx = torch.cat([sample_class_indices(ds, c, int(k), g) for c, k in enumerate(counts.tolist()) if k > 0])
+    x, y = ds.train.get_batch(idx)
+    return x, y
+
+
+@dataclass
+class EvalRow:
+    label_mode: str
+    set: str  # "distilled" | "random"
+    accuracies: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"label_mode": self.label_mode, "set": self.set, "accuracies": self.accuracies,
+                "accuracy_mean": self.mean, "accuracy_std": self.std, "seeds": len(self.accuracies)}
+
+
+def kd_loss_for_eval(ecfg: EvalConfig) -> nn.Module:
+    """The configured soft-label loss; ``eval.temperature`` goes to losses that take one."""
+    import inspect
+
+    from ..kd import KD_LOSSES
+
+    params = inspect.signature(KD_LOSSES.get(ecfg.loss)).parameters
+    return build_kd_loss(ecfg.loss, **({"temperature": ecfg.temperature} if "temperature" in params else {}))
+
+
+def train_student(
+    images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
+    mode: str, seed: int, device, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
+    desc: str = "student",
+) -> float:
+    """One student from scratch on (images, labels); returns last-epoch test accuracy (percent)."""
+    if mode == "soft":
+        if teacher is None:
+            raise TinysetError("soft-label evaluation needs a teacher")
+        loss = kd_loss_for_eval(ecfg)
+    elif mode == "hard":
+        loss = build_kd_loss("ce")
+        teacher = None
+    else:
+        raise TinysetError(f"unknown label mode {mode!r}; choose from {', '.join(LABEL_MODES)}")
+    torch.manual_seed(derive_seed(seed, "student-init"))
+    student = get_model(ecfg.student, ds.info)
+    res = train(
+        student, TensorSplit(images, labels), eval_spec(ecfg, channels_last, amp), loss, teacher=teacher,
+        test_split=ds.test, device=device, seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc,
+        progress=progress,
+    )
+    return float(res.test_accuracy)
+
+
+def evaluate_set(
+    images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
+    device, seed: int = 0, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
+) -> dict:
+    """Evaluate a distilled set (and the random baseline) under every configured label mode."""
+    if ds.test is None:
+        raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
+    rows: list[EvalRow] = []
+    for mode in ecfg.label_modes:
+        mine = EvalRow(mode, "distilled")
+        base = EvalRow(mode, "random")
+        for s in range(ecfg.seeds):
+            sseed = derive_seed(seed, "eval", s)
+            mine.accuracies.append(train_student(images, labels, ds, teacher, ecfg, mode, sseed, device, channels_last,
+                                                 amp, runlog, progress, desc=f"eval {mode} seed {s}"))
+            if ecfg.random_baseline:
+                rx, ry = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
+                base.accuracies.append(train_student(rx, ry, ds, teacher, ecfg, mode, sseed, device, channels_last,
+                                                     amp, runlog, progress, desc=f"random {mode} seed {s}"))
+        rows.append(mine)
+        if ecfg.random_baseline:
+            rows.append(base)
+    report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}}
+    for mode in ecfg.label_modes:
+        d = next(r for r in rows if r.label_mode == mode and r.set == "distilled")
+        b = next((r for r in rows if r.label_mode == mode and r.set == "random"), None)
+        if b is not None:
+            report.setdefault("improvement_over_random", {})[mode] = d.mean - b.mean
+    return report
+
+
+def markdown_table(report: dict, title: str = "") -> str:
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| label mode | set | seeds | accuracy (%) | vs random |", "|---|---|---|---|---|"]
+    imp = report.get("improvement_over_random", {})
+    for r in report["rows"]:
+        delta = f"{imp[r['label_mode']]:+.2f}" if r["set"] == "distilled" and r["label_mode"] in imp else ""
+        lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | {delta} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,260 @@
+"""The one trainer: teachers, students on distilled sets and full-data KD all train here.
+
+Every random choice (shuffling, crops, flips, CutMix) comes from one ``torch.Generator`` whose state
+is checkpointed with the weights, so a run resumed after an interruption ends with exactly the
+weights of an uninterrupted run."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import augment as A
+from ..data.base import Split
+from ..errors import TinysetError
+from ..models.checkpoint import atomic_torch_save
+from ..utils.runlog import JsonlLog
+from ..utils.seeding import generator
+from .schedules import get_schedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw | adam
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    augment: str = "rrc"  # rrc (random-resized crop) | shift (pad+crop) | none
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    shift_pad: int = 4
+    flip: bool = True
+    cutmix: float = 0.0  # probability per batch
+    ema: float | None = None
+    he_da: float | None = None  # fraction of highest-energy samples re-mixed (HE-DA); None = off
+    he_da_weight: float = 0.9
+    he_da_mode: str = "cutmix"
+    energy_fracs: tuple[float, float] = (0.2, 0.2)  # low/high energy groups for Energy KD
+    channels_last: bool = True
+    amp: bool = False
+    eval_batch_size: int = 500
+
+
+@dataclass
+class TrainResult:
+    test_accuracy: float | None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=True)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    raise TinysetError(f"unknown optimizer {spec.optimizer!r}; choose sgd, adamw or adam")
+
+
+def augment_batch(x: torch.Tensor, spec: TrainSpec, g: torch.Generator) -> torch.Tensor:
+    if x.dim() != 4 or spec.augment == "none":
+        return x
+    if spec.augment == "rrc":
+        return A.random_resized_crop(x, scale=tuple(spec.crop_scale), flip=spec.flip, generator=g)
+    if spec.augment == "shift":
+        return A.random_shift_flip(x, spec.shift_pad, generator=g)
+    raise TinysetError(f"unknown augment {spec.augment!r}; choose rrc, shift or none")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 500, channels_last: bool = False) -> float:
+    """Top-1 accuracy in percent on a whole split (eval mode, restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for idx in torch.arange(len(split)).split(batch_size):
+        x, y = split.get_batch(idx)
+        x = x.to(device)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        correct += int((model(x).argmax(1).cpu() == y).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(len(split), 1)
+
+
+class _EMA:
+    """Exponential moving average of weights and buffers (EDC/E2D evaluate with decay 0.99)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, m in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(self.decay).add_(m.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(m)
+
+
+def _energy_thresholds(teacher: nn.Module, split: Split, spec: TrainSpec, device, seed: int) -> tuple[float, float]:
+    """One pass of the frozen teacher over the shuffled, augmented training set before training
+    (as Energy KD does), with its own generator so the training stream is unchanged."""
+    from ..kd.energy import energy, energy_thresholds
+
+    g = generator(seed + 7919)
+    energies = []
+    with torch.no_grad():
+        for idx in torch.randperm(len(split), generator=g).split(spec.batch_size):
+            x, _ = split.get_batch(idx)
+            x = augment_batch(x.to(device), spec, g)
+            energies.append(energy(teacher(x).float()).cpu())
+    return energy_thresholds(torch.cat(energies), *spec.energy_fracs)
+
+
+def train(
+    model: nn.Module,
+    split: Split,
+    spec: TrainSpec,
+    loss_fn: nn.Module,
+    *,
+    teacher: nn.Module | None = None,
+    test_split: Split | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    runlog: JsonlLog | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``split`` with ``loss_fn`` (a KD-loss module) and return last-epoch test
+    accuracy. With ``checkpoint`` it saves after every epoch and resumes from an existing file."""
+    device = torch.device(device)
+    runlog = runlog or JsonlLog(None)
+    if getattr(loss_fn, "needs_teacher", False) and teacher is None:
+        raise TinysetError(f"loss {type(loss_fn).__name__} needs a teacher")
+    if spec.he_da and teacher is None:
+        raise TinysetError("HE-DA needs a teacher")
+    fmt = torch.channels_last if spec.channels_last and device.type in ("cpu", "cuda") else torch.contiguous_format
+    model = model.to(device)
+    if split[[0]][0].dim() == 4:
+        model = model.to(memory_format=fmt)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    opt = _optimizer(model, spec)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, get_schedule(spec.schedule, spec.epochs))
+    ema = _EMA(model, spec.ema) if spec.ema else None
+    g = generator(seed)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    thresholds = None
+    if ckpt_path and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        g.set_state(state["generator"])
+        if ema and state.get("ema") is not None:
+            ema.model.load_state_dict(state["ema"])
+        history = state["history"]
+        start_epoch = state["epoch"]
+        thresholds = state.get("energy_thresholds")
+        log.info("%s: resumed from %s at epoch %d", desc, ckpt_path, start_epoch)
+    if getattr(loss_fn, "needs_energy_thresholds", False):
+        if thresholds is None:
+            thresholds = _energy_thresholds(teacher, split, spec, device, seed)
+        loss_fn.set_energy_thresholds(*thresholds)
+    use_amp = spec.amp and device.type == "cuda"
+    n = len(split)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_epoch, spec.epochs), desc=desc, disable=not progress, leave=False, initial=start_epoch, total=spec.epochs)
+    for epoch in bar:
+        model.train()
+        if hasattr(loss_fn, "set_progress"):
+            loss_fn.set_progress(epoch, spec.epochs)
+        tot, count, te = 0.0, 0, time.perf_counter()
+        for idx in torch.randperm(n, generator=g).split(spec.batch_size):
+            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single sample
+                continue
+            x, y = split.get_batch(idx)
+            x = augment_batch(x.to(device, non_blocking=True), spec, g)
+            y = y.to(device) if y is not None else None
+            mix = None
+            if spec.cutmix > 0 and x.dim() == 4 and float(torch.rand(1, generator=g)) < spec.cutmix:
+                x, perm, lam = A.cutmix(x, 1.0, generator=g)
+                mix = (perm, lam)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=fmt)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                t_logits = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(x).float()
+                s_logits = model(x).float()
+                if mix is not None and y is not None:
+                    perm, lam = mix
+                    loss = lam * loss_fn(s_logits, t_logits, y) + (1 - lam) * loss_fn(s_logits, t_logits, y[perm])
+                else:
+                    loss = loss_fn(s_logits, t_logits, y)
+                if spec.he_da:
+                    from ..kd.he_da import he_da_loss
+
+                    loss = loss + he_da_loss(
+                        model, teacher, x, t_logits, frac=spec.he_da, weight=spec.he_da_weight,
+                        T=float(getattr(loss_fn, "temperature", 4.0)), mode=spec.he_da_mode, generator=g,
+                    )
+            if not torch.isfinite(loss):
+                raise TinysetError(f"{desc}: loss became {float(loss)} at epoch {epoch}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema:
+                ema.update(model)
+            tot += float(loss.detach()) * len(idx)
+            count += len(idx)
+        sched.step()
+        rec = {"epoch": epoch + 1, "loss": tot / max(count, 1), "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - te}
+        history.append(rec)
+        runlog.write(desc, **rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if ckpt_path:
+            atomic_torch_save(
+                {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "generator": g.get_state(), "ema": ema.model.state_dict() if ema else None,
+                    "history": history, "epoch": epoch + 1, "energy_thresholds": thresholds,
+                },
+                ckpt_path,
+            )
+        if on_epoch_end:
+            on_epoch_end(epoch + 1, rec)
+    final = ema.model if ema else model
+    if ema:
+        model.load_state_dict(ema.model.state_dict())
+    acc = accuracy(final, test_split, device, spec.eval_batch_size, channels_last=spec.channels_last) if test_split is not None else None
+    secs = time.perf_counter() - t0
+    runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
+    return TrainResult(test_accuracy=acc, history=history, seconds=secs, resumed_from_epoch=start_epoch)

@@ -1,0 +1,183 @@
+"""The main job, end to end: dataset -> teacher -> method -> artifact -> evaluation.
+
+Finished units are cached in a hidden ``.<out>.partial`` folder beside the output, keyed by the
+resolved config, so an interrupted run resumes where it stopped and produces the same set; the
+artifact itself is written to a temp folder and renamed (see ``artifact.save_artifact``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .artifact import load_artifact, save_artifact
+from .config import RunConfig, save_yaml, to_dict
+from .data import load_dataset
+from .data.base import Dataset
+from .errors import TinysetError
+from .eval.protocol import evaluate_set, markdown_table
+from .methods import METHODS, MethodContext, build_method
+from .teacher import Teacher, get_teacher
+from .utils.runlog import JsonlLog, resolve_device, versions
+from .utils.seeding import derive_seed, generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillResult:
+    path: Path
+    manifest: dict
+    report: dict | None
+
+
+def needs_teacher(cfg: RunConfig) -> bool:
+    soft_eval = cfg.evaluate and "soft" in cfg.eval.label_modes
+    return METHODS.get(cfg.method).needs_teacher or soft_eval
+
+
+def _config_hash(cfg: RunConfig) -> str:
+    d = to_dict(cfg)
+    d.pop("evaluate", None)
+    d.pop("eval", None)  # evaluation settings do not change the images
+    d.pop("device", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def synthesize(
+    cfg: RunConfig, ds: Dataset, teacher: Teacher | None, partial: Path | None, progress: bool = True,
+    runlog: JsonlLog | None = None, classes: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Run the method over its units (resuming cached ones) and return images/labels, class-major."""
+    device = resolve_device(cfg.device)
+    runlog = runlog or JsonlLog(None)
+    ctx = MethodContext(
+        dataset=ds, teacher=teacher.model if teacher else None, device=device, channels_last=cfg.channels_last,
+        amp=cfg.amp, runlog=runlog, progress=progress, cache_dir=teacher.directory if teacher else None,
+    )
+    method = build_method(cfg.method, cfg.method_args, ctx)
+    units = method.plan(cfg.ipc, classes)
+    images, labels, slots, unit_stats = [], [], [], []
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    for unit in tqdm(units, desc=f"{cfg.method} units", disable=not progress or len(units) < 2, leave=False):
+        cached = partial / f"unit_{unit.key}.safetensors" if partial else None
+        if cached and cached.exists():
+            t = load_file(str(cached))
+            x, y = t["images"], t["labels"]
+            st = json.loads((cached.with_suffix(".json")).read_text())
+            st["resumed"] = True
+        else:
+            res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
+            x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
+            if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
+                raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+            if cached:
+                cached.with_suffix(".json").write_text(json.dumps(st, default=str))
+                tmp = cached.with_name(cached.name + ".tmp")
+                save_file({"images": x, "labels": y}, str(tmp))
+                tmp.replace(cached)
+        images.append(x)
+        labels.append(y)
+        slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
+        unit_stats.append({"unit": unit.key, **{k: v for k, v in st.items() if k != "source_indices"}})
+    x, y, s = torch.cat(images), torch.cat(labels), torch.cat(slots)
+    order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
+    seconds = time.perf_counter() - t0
+    summary = {"seconds": seconds, "units": unit_stats, **ctx.counter.as_dict(), "method_config": method.resolved_config()}
+    for key in ("iterations_run", "iterations_saved", "class_stats_seconds"):
+        vals = [u[key] for u in unit_stats if isinstance(u.get(key), (int, float))]
+        if vals:
+            summary[key] = sum(vals)
+    return x[order], y[order], summary
+
+
+def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> DistillResult:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
+    if cfg.ipc < 1:
+        raise TinysetError(f"ipc must be at least 1, got {cfg.ipc}")
+    METHODS.get(cfg.method)  # unknown method fails before any work
+    partial = out.parent / f".{out.name}.partial"
+    chash = _config_hash(cfg)
+    hash_file = partial / "config_hash"
+    if partial.exists() and (not hash_file.exists() or hash_file.read_text().strip() != chash):
+        log.info("discarding stale partial results in %s (config changed)", partial)
+        shutil.rmtree(partial)
+    elif partial.exists():
+        log.info("resuming from finished units in %s", partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "config_hash").write_text(chash)
+    runlog = JsonlLog(partial / "log.jsonl")
+    runlog.write("start", config=to_dict(cfg))
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data.dataset, cfg.data)
+    teacher = get_teacher(ds, cfg.teacher, device, progress, runlog) if needs_teacher(cfg) else None
+    t0 = time.perf_counter()
+    x, y, summary = synthesize(cfg, ds, teacher, partial, progress, runlog)
+    wall = time.perf_counter() - t0
+    info = ds.info
+    manifest = {
+        "dataset": info.name,
+        "dataset_info": info.to_dict(),
+        "class_names": list(info.class_names),
+        "class_to_idx": {n: i for i, n in enumerate(info.class_names)},
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        "image_shape": list(info.shape),
+        "ipc": cfg.ipc,
+        "method": cfg.method,
+        "method_config": summary.pop("method_config"),
+        "config": to_dict(cfg),
+        "seed": cfg.seed,
+        "teacher": teacher.reference if teacher else None,
+        "wall_time_seconds": wall,
+        "synthesis": summary,
+        "versions": versions(),
+        "device": str(device),
+    }
+    save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
+                  preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
+    save_yaml(to_dict(cfg), out / "config.yaml")
+    shutil.copy(partial / "log.jsonl", out / "log.jsonl")
+    shutil.rmtree(partial, ignore_errors=True)
+    report = None
+    if cfg.evaluate:
+        report = evaluate_run(out, cfg, ds, teacher, progress)
+    return DistillResult(out, load_artifact(out, verify=False).manifest, report)
+
+
+def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, teacher: Teacher | None = None, progress: bool = True) -> dict:
+    """Evaluate an artifact directory and write ``eval.json`` and ``eval.md`` beside it."""
+    art = load_artifact(path)
+    if ds is None:
+        ds = load_dataset(cfg.data.dataset, cfg.data)
+    if art.manifest.get("dataset") != ds.info.name:
+        raise TinysetError(f"artifact {path} was distilled from {art.manifest.get('dataset')}, not {ds.info.name}")
+    device = resolve_device(cfg.device)
+    if teacher is None and "soft" in cfg.eval.label_modes:
+        teacher = get_teacher(ds, cfg.teacher, device, progress)
+    runlog = JsonlLog(Path(path) / "log.jsonl")
+    t0 = time.perf_counter()
+    report = evaluate_set(art.images, art.labels, ds, teacher.model if teacher else None, cfg.eval, device,
+                          seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress)
+    report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
+                   "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
+                   "seconds": time.perf_counter() - t0, "versions": versions()})
+    _atomic_write(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
+    title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
+    _atomic_write(Path(path) / "eval.md", markdown_table(report, title))
+    return report
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

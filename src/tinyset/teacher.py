@@ -1,0 +1,109 @@
+"""Teachers ("squeeze"): train once, cache by dataset + model + config hash, resume, or load a
+user's own checkpoint. Nothing downloads weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TeacherConfig
+from .data.base import Dataset, DatasetInfo
+from .errors import TinysetError
+from .eval.trainer import TrainSpec, accuracy, train
+from .kd import build_kd_loss
+from .models import get_model, load_model, save_model, sha256_file
+from .utils.runlog import JsonlLog
+
+log = logging.getLogger(__name__)
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("TINYSET_CACHE") or Path.home() / ".cache" / "tinyset")
+
+
+def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
+    """The teacher recipe: SGD + cosine; pad-and-crop for small images, random-resized crops for large."""
+    small = info.kind == "image" and info.image_size <= 64
+    return TrainSpec(
+        epochs=tcfg.epochs, batch_size=tcfg.batch_size, optimizer=tcfg.optimizer, lr=tcfg.lr,
+        weight_decay=tcfg.weight_decay, augment="shift" if small else ("rrc" if info.kind == "image" else "none"),
+        shift_pad=max(1, info.image_size // 8) if info.kind == "image" else 0,
+    )
+
+
+def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
+    info = ds.info
+    ident = {
+        "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
+        "model": tcfg.model, "spec": asdict(teacher_spec(tcfg, info)), "seed": tcfg.seed,
+    }
+    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)[-40:]
+    return f"{safe}-{tcfg.model.replace(':', '_').replace(',', '_').replace('=', '')}-{h}"
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    reference: dict  # goes into every manifest: path, sha256, model, test accuracy
+    directory: Path | None  # where per-teacher caches (class statistics) live
+
+
+def get_teacher(
+    ds: Dataset, tcfg: TeacherConfig, device: torch.device | str = "cpu", progress: bool = True, runlog: JsonlLog | None = None
+) -> Teacher:
+    """A frozen teacher for ``ds``: the user's checkpoint, else the cached one, else train it."""
+    if tcfg.checkpoint:
+        model, ckpt = load_model(tcfg.checkpoint, ds.info)
+        ref = {"source": "checkpoint", "path": str(Path(tcfg.checkpoint).resolve()), "sha256": sha256_file(tcfg.checkpoint),
+               "model": ckpt.get("model"), "test_accuracy": (ckpt.get("meta") or {}).get("test_accuracy")}
+        dirpath = cache_root(tcfg.cache_dir) / "user" / ref["sha256"][:16]
+        return Teacher(_freeze(model.to(device)), ref, dirpath)
+    d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
+    final = d / "teacher.pt"
+    if final.exists():
+        model, ckpt = load_model(final, ds.info)
+        log.info("teacher: cached %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
+    else:
+        model = train_teacher(ds, tcfg, d, device, progress, runlog)
+        ckpt = torch.load(final, map_location="cpu", weights_only=False)
+    ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
+           "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
+    return Teacher(_freeze(model.to(device)), ref, d)
+
+
+def train_teacher(ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None) -> nn.Module:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tcfg.seed)  # weight init
+    model = get_model(tcfg.model, ds.info)
+    spec = teacher_spec(tcfg, ds.info)
+    res = train(
+        model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
+        checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
+        desc=f"teacher {tcfg.model}", progress=progress,
+    )
+    meta = {"test_accuracy": res.test_accuracy, "epochs": tcfg.epochs, "config": asdict(tcfg), "dataset": ds.info.name}
+    save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    (directory / "last.pt").unlink(missing_ok=True)
+    log.info("teacher: trained %s to %.2f%% test accuracy -> %s", tcfg.model, res.test_accuracy or float("nan"), directory)
+    return model
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def teacher_accuracy(teacher: Teacher, ds: Dataset, device) -> float:
+    if ds.test is None:
+        raise TinysetError(f"dataset {ds.info.name} has no test split")
+    return accuracy(teacher.model, ds.test, torch.device(device))
