@@ -227,7 +227,7 @@ def train(
                         T=float(getattr(loss_fn, "temperature", 4.0)), mode=spec.he_da_mode, generator=g,
                     )
             if not torch.isfinite(loss):
-                raise TinysetError(f"{desc}: loss became {float(loss)} at epoch {epoch}; lower the learning rate")
+                raise TinysetError(f"{desc}: loss became {float(loss.detach())} at epoch {epoch}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

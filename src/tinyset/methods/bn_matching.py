@@ -47,6 +47,7 @@ class BNMatcher:
         self.ema_momentum = ema_momentum
         self.labels: torch.Tensor | None = None
         self.losses: list[torch.Tensor] = []
+        self.class_terms: list[torch.Tensor] = []
         self._ema: dict[int, dict[str, torch.Tensor]] = {}
         self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(self.layers)]
 
@@ -82,6 +83,7 @@ class BNMatcher:
                 tm, tv = self.class_targets[i]
                 tm, tv = tm.to(x.device)[classes], tv.to(x.device)[classes]
                 c = (torch.norm(cm - tm, 2, dim=1) + torch.norm(cv - tv, 2, dim=1)).mean()
+                self.class_terms.append(c.detach())
                 g = 0.5 * g + 0.5 * c
             self.losses.append(self.weights[i] * g)
 
@@ -90,6 +92,7 @@ class BNMatcher:
     def start(self, labels: torch.Tensor | None = None) -> None:
         self.labels = labels
         self.losses = []
+        self.class_terms: list[torch.Tensor] = []  # unweighted class-conditional terms (diagnostics)
 
     def loss(self) -> torch.Tensor:
         if not self.losses:

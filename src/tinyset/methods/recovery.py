@@ -173,7 +173,7 @@ def recover(
             ctx.counter.forward += len(x)
             ctx.counter.backward += len(x)
             if cfg.log_every and (it % cfg.log_every == 0 or it == cfg.iterations - 1):
-                ctx.runlog.write(desc, it=it, ce=float(ce.mean()), bn=float(bn), lr=opt.param_groups[0]["lr"])
+                ctx.runlog.write(desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()), lr=opt.param_groups[0]["lr"])
             if policy.observe(it, boxes.detach().cpu(), ce.detach().cpu()):
                 break
     finally:
