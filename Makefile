@@ -16,7 +16,7 @@ install: $(VENV)/.installed
 # Distil the bundled scikit-learn digits set with E2D and with a random real subset, evaluate both
 # under the same student protocol, print the table and write preview.png for each run.
 demo: install
-	$(VENV)/bin/tinyset distill --dataset digits --method e2d --ipc 10 --out $(DEMO_OUT)/e2d --overwrite
+	$(VENV)/bin/tinyset distill --config digits-demo --out $(DEMO_OUT)/e2d --overwrite
 	@echo "preview: $(DEMO_OUT)/e2d/preview.png"
 
 test: install

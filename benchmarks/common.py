@@ -1,0 +1,80 @@
+"""Shared plumbing of the benchmarks: one rows format, written after every finished row, resumed
+from the rows already there, rendered as a markdown table with the command that reproduces it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tinyset.utils.runlog import machine_description
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+class Rows:
+    """``NAME.json`` in the benchmark rows format; ``add`` rewrites it atomically after each row."""
+
+    def __init__(self, name: str, title: str, command: str, notes: list[str] | None = None):
+        self.name, self.title, self.command, self.notes = name, title, command, notes or []
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.path = RESULTS / f"{name}.json"
+        self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
+        if self.path.exists():
+            old = json.loads(self.path.read_text())
+            self.data["rows"] = old.get("rows", [])
+
+    def key(self, row: dict) -> tuple:
+        return (row["dataset"], row["method"], row["ipc"], row.get("eval_loss", "kd"))
+
+    def has(self, **key) -> dict | None:
+        for r in self.data["rows"]:
+            if all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+
+    def add(self, row: dict) -> None:
+        self.data["rows"] = [r for r in self.data["rows"] if self.key(r) != self.key(row)] + [row]
+        self.data["commit"] = commit()
+        self.data["machine"] = machine_description()
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=float))
+        tmp.replace(self.path)
+        self.write_markdown()
+
+    def write_markdown(self, columns: list[tuple[str, str]] | None = None) -> None:
+        columns = columns or [
+            ("method", "method"), ("ipc", "IPC"), ("eval_loss", "eval loss"), ("seeds", "seeds"),
+            ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s"),
+            ("teacher_backward_images", "teacher fwd+bwd images"), ("teacher_forward_images", "teacher fwd images"),
+            ("throughput_ratio", "synth. / bare teacher throughput"), ("iterations_run", "iterations run"),
+        ]
+        lines = [f"# {self.title}", "", f"Machine: {self.data['machine']}. Commit: {self.data['commit']}.", "",
+                 "Reproduce with:", "", "```", self.command, "```", ""]
+        lines += [f"- {n}" for n in self.notes]
+        lines += ["", "| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+        for r in self.data["rows"]:
+            cells = []
+            for key, _ in columns:
+                if key == "accuracy":
+                    cells.append(f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}")
+                else:
+                    v = r.get(key, "")
+                    cells.append(f"{v:.2f}" if isinstance(v, float) else str(v if v is not None else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
