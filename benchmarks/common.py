@@ -26,8 +26,9 @@ def commit() -> str:
 class Rows:
     """``NAME.json`` in the benchmark rows format; ``add`` rewrites it atomically after each row."""
 
-    def __init__(self, name: str, title: str, command: str, notes: list[str] | None = None):
-        self.name, self.title, self.command, self.notes = name, title, command, notes or []
+    def __init__(self, name: str, title: str, command: str, notes: list[str] | None = None,
+                 columns: list[tuple[str, str]] | None = None):
+        self.name, self.title, self.command, self.notes, self.columns = name, title, command, notes or [], columns
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.path = RESULTS / f"{name}.json"
         self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
@@ -54,7 +55,7 @@ class Rows:
         self.write_markdown()
 
     def write_markdown(self, columns: list[tuple[str, str]] | None = None) -> None:
-        columns = columns or [
+        columns = columns or self.columns or [
             ("method", "method"), ("ipc", "IPC"), ("eval_loss", "eval loss"), ("seeds", "seeds"),
             ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s"),
             ("teacher_backward_images", "teacher fwd+bwd images"), ("teacher_forward_images", "teacher fwd images"),

@@ -124,3 +124,15 @@ def test_he_da_loss_is_weighted_kd_on_mixed_batch():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     loss.backward()
     assert student[1].weight.grad is not None and teacher[1].weight.grad is None
+
+
+def test_random_selection_control_picks_the_same_number_of_samples():
+    from tinyset.kd.he_da import high_energy_mix
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(10, 3, 8, 8)
+    logits = torch.randn(10, 5)
+    _, idx_e = high_energy_mix(images, logits, 0.5, generator=g)
+    _, idx_r = high_energy_mix(images, logits, 0.5, generator=g, select="random")
+    _, idx_all = high_energy_mix(images, logits, 1.0, generator=g)
+    assert len(idx_e) == len(idx_r) == 5 and len(idx_all) == 10

@@ -23,6 +23,11 @@ from .utils.runlog import JsonlLog
 log = logging.getLogger(__name__)
 
 
+# The cache key hashes the user's knobs (TeacherConfig) and this version, not the derived TrainSpec,
+# so adding a trainer option does not orphan cached teachers. Bump it when teacher_spec changes.
+RECIPE_VERSION = 1
+
+
 def cache_root(cache_dir: str | None = None) -> Path:
     return Path(cache_dir or os.environ.get("TINYSET_CACHE") or Path.home() / ".cache" / "tinyset")
 
@@ -39,9 +44,10 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
 
 def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     info = ds.info
+    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir")}
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
-        "model": tcfg.model, "spec": asdict(teacher_spec(tcfg, info)), "seed": tcfg.seed,
+        "teacher": knobs, "recipe": RECIPE_VERSION,
     }
     h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)[-40:]

@@ -47,6 +47,7 @@ class TrainSpec:
     he_da: float | None = None  # fraction of highest-energy samples re-mixed (HE-DA); None = off
     he_da_weight: float = 0.9
     he_da_mode: str = "cutmix"
+    he_da_select: str = "energy"  # energy (HE-DA) | random (control: same number of random samples)
     energy_fracs: tuple[float, float] = (0.2, 0.2)  # low/high energy groups for Energy KD
     channels_last: bool = True
     amp: bool = False
@@ -225,6 +226,7 @@ def train(
                     loss = loss + he_da_loss(
                         model, teacher, x, t_logits, frac=spec.he_da, weight=spec.he_da_weight,
                         T=float(getattr(loss_fn, "temperature", 4.0)), mode=spec.he_da_mode, generator=g,
+                        select=spec.he_da_select,
                     )
             if not torch.isfinite(loss):
                 raise TinysetError(f"{desc}: loss became {float(loss.detach())} at epoch {epoch}; lower the learning rate")

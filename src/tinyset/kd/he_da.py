@@ -51,8 +51,12 @@ def high_energy_mix(
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
     T_e: float = 4.0,
+    select: str = "energy",
 ) -> tuple[Tensor, Tensor]:
     """Mix only the high-energy sub-batch, partners drawn from within it.
+
+    ``select="random"`` picks the same number of samples at random instead (the control that
+    separates "which samples" from "how many"); ``frac=1`` mixes the whole batch.
 
     Returns ``(mixed, index)``: ``mixed`` has one row per selected sample (``images[index]``
     mixed), ``index`` the selected rows of ``images`` (ascending). ``images`` is not modified.
@@ -61,7 +65,13 @@ def high_energy_mix(
         raise TinysetError(f"unknown HE-DA mode {mode!r}; known: {', '.join(sorted(_MIXERS))}")
     if images.shape[0] != teacher_logits.shape[0]:
         raise TinysetError(f"HE-DA got {images.shape[0]} images but {teacher_logits.shape[0]} teacher logits")
-    index = select_high_energy(teacher_logits, frac, threshold, T_e).to(images.device)
+    if select == "energy":
+        index = select_high_energy(teacher_logits, frac, threshold, T_e).to(images.device)
+    elif select == "random":
+        k = frac_count(frac if frac is not None else 0.5, images.shape[0])
+        index = torch.randperm(images.shape[0], generator=generator)[:k].sort().values.to(images.device)
+    else:
+        raise TinysetError(f"unknown HE-DA selection {select!r}; choose energy or random")
     sub = images[index]
     if sub.shape[0] < 2:
         return sub, index
@@ -84,6 +94,7 @@ def he_da_loss(
     alpha: float = 1.0,
     threshold: float | None = None,
     T_e: float = 4.0,
+    select: str = "energy",
 ) -> Tensor:
     """``weight * KD`` on the mixed high-energy sub-batch, for the trainer to add to its loss.
 
@@ -91,7 +102,8 @@ def he_da_loss(
     teacher is re-run on the mixed images under no_grad, the student with grad. KD is
     ``kd_loss_fn(s, t, None)`` when given, else plain ``T^2 KL`` at ``T`` (no label term)."""
     mixed, index = high_energy_mix(
-        images, teacher_logits, frac, threshold=threshold, mode=mode, alpha=alpha, generator=generator, T_e=T_e
+        images, teacher_logits, frac, threshold=threshold, mode=mode, alpha=alpha, generator=generator, T_e=T_e,
+        select=select,
     )
     if index.numel() == 0:
         return images.new_zeros(())

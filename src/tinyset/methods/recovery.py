@@ -124,7 +124,7 @@ class ExploreExploitPolicy(RandomCropPolicy):
         return False
 
     def stats(self):
-        return {"crops_stored": self.memory.stored_total, "stopped_at": self.stopped_at}
+        return {"crops_stored": self.memory.stored_total, "crops_left": len(self.memory), "stopped_at": self.stopped_at}
 
 
 def recover(
