@@ -82,3 +82,17 @@ def test_recovery_lowers_teacher_loss(digits, digits_teacher):
         with torch.no_grad():
             return float(torch.nn.functional.cross_entropy(digits_teacher.model(x), y))
     assert ce_after(60) < 0.5 * ce_after(1)
+
+
+def test_several_teachers_are_used_in_turn(digits, digits_teacher, small_teacher_cfg):
+    import dataclasses
+
+    cfg = _cfg("sre2l", iterations=4, batch_size=20)
+    one, _, s1 = synthesize(cfg, digits, digits_teacher, None, progress=False)
+    cfg.teacher = dataclasses.replace(small_teacher_cfg, extra=(digits_teacher.reference["path"],))
+    two, _, s2 = synthesize(cfg, digits, digits_teacher, None, progress=False)
+    assert s2["teacher_backward_images"] == s1["teacher_backward_images"] == 4 * 20
+    assert torch.allclose(one, two, atol=1e-3)  # the "second" teacher is the same network (memory format aside)
+    cfg.teacher = dataclasses.replace(small_teacher_cfg, extra=("convnet:depth=2,width=16",))
+    three, _, _ = synthesize(cfg, digits, digits_teacher, None, progress=False)
+    assert not torch.equal(one, three)

@@ -78,10 +78,12 @@ def test_bn_matching_is_zero_when_batch_statistics_equal_running_ones():
         feats = m(feats)
     matcher = BNMatcher(net)
     matcher.start()
-    net(x)
+    with torch.no_grad():
+        net(x)
     assert float(matcher.loss()) < 1e-5
     matcher.start()
-    net(x * 3 + 1)  # different statistics -> positive loss, first layer weighted 10x
+    with torch.no_grad():
+        net(x * 3 + 1)  # different statistics -> positive loss, first layer weighted 10x
     assert float(matcher.loss()) > 1.0 and len(matcher.losses) == 2
     matcher.remove()
 

@@ -23,7 +23,7 @@ from .data.base import Dataset
 from .errors import TinysetError
 from .eval.protocol import evaluate_set, markdown_table
 from .methods import METHODS, MethodContext, build_method
-from .teacher import Teacher, get_teacher
+from .teacher import Teacher, get_extra_teachers, get_teacher
 from .utils.runlog import JsonlLog, resolve_device, versions
 from .utils.seeding import derive_seed, generator
 
@@ -61,6 +61,8 @@ def synthesize(
         dataset=ds, teacher=teacher.model if teacher else None, device=device, channels_last=cfg.channels_last,
         amp=cfg.amp, runlog=runlog, progress=progress, cache_dir=teacher.directory if teacher else None,
     )
+    if teacher is not None and cfg.teacher.extra:
+        ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
     images, labels, slots, unit_stats = [], [], [], []

@@ -2,6 +2,7 @@
 user's own checkpoint. Nothing downloads weights."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -44,7 +45,7 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
 
 def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     info = ds.info
-    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir")}
+    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra")}
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
@@ -82,6 +83,19 @@ def get_teacher(
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
     return Teacher(_freeze(model.to(device)), ref, d)
+
+
+def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool = True) -> list[Teacher]:
+    """The additional teachers of ``teacher.extra``: a ``.pt`` path is a checkpoint, anything else a
+    model name trained (once, cached) with the same recipe as the main teacher."""
+    out = []
+    for spec in tcfg.extra:
+        if spec.endswith(".pt") or Path(spec).exists():
+            cfg = dataclasses.replace(tcfg, checkpoint=spec, extra=())
+        else:
+            cfg = dataclasses.replace(tcfg, model=spec, checkpoint=None, extra=())
+        out.append(get_teacher(ds, cfg, device, progress))
+    return out
 
 
 def train_teacher(ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None) -> nn.Module:
