@@ -54,3 +54,15 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     other = DatasetInfo("o", 5, tuple("abcde"), (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
     with pytest.raises(TinysetError, match="trained for 10 classes"):
         load_model(tmp_path / "m.pt", other)
+
+
+def test_bare_state_dict_needs_and_uses_an_architecture(tmp_path):
+    net = get_model("resnet18_cifar", IMG, normalize=False)
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+    with pytest.raises(TinysetError, match="bare state_dict; name its architecture"):
+        load_model(tmp_path / "weights.pth", IMG)
+    m, _ = load_model(tmp_path / "weights.pth", IMG, model_spec="resnet18_cifar")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(m.eval()(x), net.eval()((x - 0.5) / 0.25), atol=1e-5)
+    with pytest.raises(TinysetError, match="does not fit model 'convnet3'"):
+        load_model(tmp_path / "weights.pth", IMG, model_spec="convnet3")

@@ -22,7 +22,7 @@ def _cfg(teacher_cfg, method="e2d", ipc=2, epochs=5):
 
 def test_distill_writes_artifact_config_log_and_eval(tmp_path, small_teacher_cfg, digits_teacher):
     out = tmp_path / "run"
-    res = distill(_cfg(small_teacher_cfg), out, progress=False)
+    distill(_cfg(small_teacher_cfg), out, progress=False)
     art = load_artifact(out)
     m = art.manifest
     assert art.images.shape == (20, 1, 16, 16) and m["ipc"] == 2 and m["method"] == "e2d"

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override, to_dict
+from .config import RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override
 from .errors import TinysetError
 
 log = logging.getLogger("tinyset")

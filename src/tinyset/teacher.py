@@ -67,7 +67,7 @@ def get_teacher(
 ) -> Teacher:
     """A frozen teacher for ``ds``: the user's checkpoint, else the cached one, else train it."""
     if tcfg.checkpoint:
-        model, ckpt = load_model(tcfg.checkpoint, ds.info)
+        model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model)
         ref = {"source": "checkpoint", "path": str(Path(tcfg.checkpoint).resolve()), "sha256": sha256_file(tcfg.checkpoint),
                "model": ckpt.get("model"), "test_accuracy": (ckpt.get("meta") or {}).get("test_accuracy")}
         dirpath = cache_root(tcfg.cache_dir) / "user" / ref["sha256"][:16]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from tqdm.auto import tqdm
 
 from ..data import augment as A
 from .base import MethodContext
@@ -151,7 +151,7 @@ def recover(
     t0 = time.perf_counter()
     it = -1
     try:
-        for it in range(cfg.iterations):
+        for it in tqdm(range(cfg.iterations), desc=desc, disable=not ctx.progress, leave=False):
             for pg in opt.param_groups:  # cosine over the whole budget, even if we stop early
                 pg["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             k = it % len(teachers)

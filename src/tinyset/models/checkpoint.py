@@ -43,9 +43,12 @@ def save_model(model: nn.Module, path: str | Path, spec: str, info: DatasetInfo,
     )
 
 
-def load_model(path: str | Path, info: DatasetInfo, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load a tinyset checkpoint, or a user's own: a bare ``state_dict`` or a whole pickled module
-    needs ``--teacher-model`` to name its architecture (handled by the caller)."""
+def load_model(
+    path: str | Path, info: DatasetInfo, map_location: str | torch.device = "cpu", model_spec: str | None = None
+) -> tuple[nn.Module, dict]:
+    """Load a tinyset checkpoint, a whole pickled module, or a bare ``state_dict`` (e.g. torchvision
+    weights the user has locally) into the architecture ``model_spec`` names (``--teacher-model``).
+    A bare state_dict is taken to expect raw network inputs, so the dataset's normalisation wraps it."""
     path = Path(path)
     if not path.exists():
         raise TinysetError(f"checkpoint {path} not found")
@@ -56,6 +59,15 @@ def load_model(path: str | Path, info: DatasetInfo, map_location: str | torch.de
     if isinstance(ckpt, nn.Module):
         model = ckpt if isinstance(ckpt, NormalizedModel) else NormalizedModel(ckpt, info.mean, info.std)
         return model, {"model": type(ckpt).__name__}
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        if not model_spec:
+            raise TinysetError(f"checkpoint {path} is a bare state_dict; name its architecture with --teacher-model")
+        net = get_model(model_spec, info, normalize=False)
+        try:
+            net.load_state_dict(ckpt)
+        except RuntimeError as e:
+            raise TinysetError(f"checkpoint {path} does not fit model {model_spec!r}: {str(e).splitlines()[0]}") from None
+        return NormalizedModel(net, info.mean, info.std, image=info.kind == "image"), {"model": model_spec}
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise TinysetError(f"checkpoint {path} is not a tinyset checkpoint (need keys 'model' and 'state_dict')")
     saved = ckpt.get("dataset_info", {})
