@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--main-seeds", type=int, default=5)
     p.add_argument("--ablation-seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, nargs=2, default=[100, 30], metavar=("IPC10", "IPC50"), help="student epochs per IPC")
-    p.add_argument("--iteration-budgets", type=int, nargs="*", default=[100, 400])
+    p.add_argument("--iteration-budgets", type=int, nargs="*", default=[100, 400, 1000])
     p.add_argument("--eval-loss", nargs="+", default=["kd"], help="kd and/or energy_kd (energy rows only for IPC 10 main methods)")
     p.add_argument("--only", nargs="*", help="limit to these method names")
     p.add_argument("--cache", default=str(HERE / "cache"))

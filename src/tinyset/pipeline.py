@@ -24,6 +24,7 @@ from .errors import TinysetError
 from .eval.protocol import evaluate_set, markdown_table
 from .methods import METHODS, MethodContext, build_method
 from .teacher import Teacher, get_extra_teachers, get_teacher
+from .utils.files import atomic_write_text
 from .utils.runlog import JsonlLog, resolve_device, versions
 from .utils.seeding import derive_seed, generator
 
@@ -173,13 +174,7 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions()})
-    _atomic_write(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
+    atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
     title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
-    _atomic_write(Path(path) / "eval.md", markdown_table(report, title))
+    atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
     return report
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -11,7 +11,6 @@ format version, the tensors file's sha256 and that the stored tensors match the 
 changed or corrupted file fails loudly with a one-line :class:`TinysetError`."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import safetensors.torch
 import torch
 
 from ..errors import TinysetError
+from ..utils.files import sha256_file
 from .preview import make_grid_image
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ MANIFEST_FILE = "manifest.json"
 TENSORS_FILE = "tensors.safetensors"
 PREVIEW_FILE = "preview.png"
 
-_HASH_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,15 +132,6 @@ def _looks_like_artifact(path: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 # Save
 # --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, streamed so large tensor files never sit in memory twice."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_HASH_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -1,7 +1,6 @@
 """Saving and loading model checkpoints: weights plus what is needed to rebuild the model."""
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from torch import nn
 
 from ..data.base import DatasetInfo
 from ..errors import TinysetError
+from ..utils.files import sha256_file  # noqa: F401  (re-exported)
 from .registry import NormalizedModel, get_model
 
 
@@ -27,14 +27,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_model(model: nn.Module, path: str | Path, spec: str, info: DatasetInfo, meta: dict | None = None) -> None:
