@@ -61,3 +61,12 @@ def test_nan_loss_is_a_clear_error(digits):
     spec = TrainSpec(epochs=1, batch_size=256, lr=1e30, optimizer="sgd", augment="none")
     with pytest.raises(TinysetError, match="loss became"):
         train(_fresh(digits), digits.train, TrainSpec(**{**spec.__dict__, "epochs": 3}), build_kd_loss("ce"), progress=False)
+
+
+def test_dataloader_workers_do_not_change_the_result(digits):
+    spec = TrainSpec(epochs=1, batch_size=256, lr=0.05, augment="shift", shift_pad=2)
+    a, b = _fresh(digits), _fresh(digits)
+    train(a, digits.train, spec, build_kd_loss("ce"), seed=1, progress=False)
+    train(b, digits.train, TrainSpec(**{**spec.__dict__, "num_workers": 2}), build_kd_loss("ce"), seed=1, progress=False)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)

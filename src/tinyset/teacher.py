@@ -63,7 +63,8 @@ class Teacher:
 
 
 def get_teacher(
-    ds: Dataset, tcfg: TeacherConfig, device: torch.device | str = "cpu", progress: bool = True, runlog: JsonlLog | None = None
+    ds: Dataset, tcfg: TeacherConfig, device: torch.device | str = "cpu", progress: bool = True,
+    runlog: JsonlLog | None = None, num_workers: int = 0,
 ) -> Teacher:
     """A frozen teacher for ``ds``: the user's checkpoint, else the cached one, else train it."""
     if tcfg.checkpoint:
@@ -78,7 +79,7 @@ def get_teacher(
         model, ckpt = load_model(final, ds.info)
         log.info("teacher: cached %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
     else:
-        model = train_teacher(ds, tcfg, d, device, progress, runlog)
+        model = train_teacher(ds, tcfg, d, device, progress, runlog, num_workers)
         ckpt = torch.load(final, map_location="cpu", weights_only=False)
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
@@ -98,11 +99,14 @@ def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool 
     return out
 
 
-def train_teacher(ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None) -> nn.Module:
+def train_teacher(
+    ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None,
+    num_workers: int = 0,
+) -> nn.Module:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tcfg.seed)  # weight init
     model = get_model(tcfg.model, ds.info)
-    spec = teacher_spec(tcfg, ds.info)
+    spec = dataclasses.replace(teacher_spec(tcfg, ds.info), num_workers=num_workers)
     res = train(
         model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
         checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),

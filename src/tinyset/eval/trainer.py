@@ -50,6 +50,7 @@ class TrainSpec:
     channels_last: bool = True
     amp: bool = False
     eval_batch_size: int = 500
+    num_workers: int = 0  # DataLoader workers for file-backed datasets (imagefolder)
 
 
 @dataclass
@@ -130,6 +131,15 @@ def _energy_thresholds(teacher: nn.Module, split: Split, spec: TrainSpec, device
     return energy_thresholds(torch.cat(energies), *spec.energy_fracs)
 
 
+def _batches(split: Split, batches: list[torch.Tensor], num_workers: int):
+    """Load the given index batches in order: in-process, or prefetched by DataLoader workers for
+    file-backed data. The order is fixed before loading, so workers never change the result."""
+    if num_workers <= 0:
+        return (split.get_batch(b) for b in batches)
+    return iter(torch.utils.data.DataLoader(split, sampler=[b.tolist() for b in batches], batch_size=None,
+                                            num_workers=num_workers, persistent_workers=False))
+
+
 def train(
     model: nn.Module,
     split: Split,
@@ -195,10 +205,9 @@ def train(
         if hasattr(loss_fn, "set_progress"):
             loss_fn.set_progress(epoch, spec.epochs)
         tot, count, te = 0.0, 0, time.perf_counter()
-        for idx in torch.randperm(n, generator=g).split(spec.batch_size):
-            if len(idx) < 2 and n >= 2:  # BatchNorm cannot train on a single sample
-                continue
-            x, y = split.get_batch(idx)
+        # BatchNorm cannot train on a single sample: drop a last batch of one
+        batches = [b for b in torch.randperm(n, generator=g).split(spec.batch_size) if len(b) >= 2 or n < 2]
+        for idx, (x, y) in zip(batches, _batches(split, batches, spec.num_workers)):
             x = augment_batch(x.to(device, non_blocking=True), spec, g)
             y = y.to(device) if y is not None else None
             mix = None
