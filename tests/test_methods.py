@@ -66,7 +66,7 @@ def test_e2d_starts_from_real_images_and_stops_early(digits, digits_teacher):
     x, y, summary = synthesize(cfg, digits, digits_teacher, None, progress=False)
     real, _ = digits.train.get_batch(torch.arange(len(digits.train)))
     gap = (x.flatten(1)[:, None] - real.flatten(1)[None]).abs().amax(2).min(1).values
-    assert float(gap.max()) == 0.0
+    assert float(gap.max()) < 1e-6  # exact up to the normalise-denormalise round trip
 
 
 def test_e2d_noise_init_and_no_memory_ablations_run(digits, digits_teacher):

@@ -1,8 +1,8 @@
 """The shared recovery loop: synthesise images by inverting a frozen teacher.
 
-The pixels are the parameters. Each step feeds one augmented view of every image through the
+The pixels (in the dataset's normalised units) are the parameters. Each step feeds one augmented view of every image through the
 teacher and minimises CE(teacher(view), class) + r_bn * sum_l w_l R_l (BN-statistics matching), with
-Adam (betas 0.5, 0.9), a cosine lr over the budget, and pixels clamped to [0, 1] after every step.
+Adam (betas 0.5, 0.9), a cosine lr over the budget, and pixels clamped to the valid range after every step.
 The last iterate is kept. SRe2L and E2D differ only in the start and in the *view policy* (which
 crop feeds the loss); E2D's policy also stops the loop early."""
 from __future__ import annotations
@@ -141,12 +141,19 @@ def recover(
     dev = ctx.device
     teachers = [ctx.teacher] + list(ctx.teachers)
     matchers = [BNMatcher(t, cfg.first_bn_multiplier, class_targets, cfg.stats_ema) for t in teachers]
-    x = x0.detach().clone().to(dev)
+    # The optimised tensor is the image in the dataset's normalised units, as in the reference codes,
+    # so their learning rates mean the same here (Adam's step size is in the parameter's units: in
+    # [0, 1] pixels the same lr would move CIFAR pixels ~4x further per step).
+    info = ctx.dataset.info
+    mean = torch.tensor(info.mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=dev).view(1, -1, 1, 1)
+    lo, hi = (0 - mean) / std, (1 - mean) / std  # the valid pixel range [0, 1], normalised
+    z = ((x0.detach().to(dev) - mean) / std).clone()
     if ctx.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
+        z = z.contiguous(memory_format=torch.channels_last)
+    z.requires_grad_(True)
     y = labels.to(dev)
-    opt = torch.optim.Adam([x], lr=cfg.lr, betas=tuple(cfg.betas))
+    opt = torch.optim.Adam([z], lr=cfg.lr, betas=tuple(cfg.betas))
     use_amp = ctx.amp and dev.type == "cuda"
     t0 = time.perf_counter()
     it = -1
@@ -156,7 +163,7 @@ def recover(
                 pg["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             k = it % len(teachers)
             teacher, matcher = teachers[k], matchers[k]
-            view, boxes = policy.view(x, it, g)
+            view, boxes = policy.view(mean + std * z, it, g)
             if ctx.channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
             matcher.start(y)
@@ -169,9 +176,9 @@ def recover(
             loss.backward()
             opt.step()
             with torch.no_grad():
-                x.clamp_(0.0, 1.0)
-            ctx.counter.forward += len(x)
-            ctx.counter.backward += len(x)
+                torch.clamp(z, lo, hi, out=z)
+            ctx.counter.forward += len(z)
+            ctx.counter.backward += len(z)
             if cfg.log_every and (it % cfg.log_every == 0 or it == cfg.iterations - 1):
                 ctx.runlog.write(desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()), lr=opt.param_groups[0]["lr"])
             if policy.observe(it, boxes.detach().cpu(), ce.detach().cpu()):
@@ -183,7 +190,8 @@ def recover(
     done = it + 1
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
     ctx.runlog.write(f"{desc}_done", **stats)
-    return x.detach().float().contiguous().cpu(), stats
+    x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
+    return x.float().contiguous().cpu(), stats
 
 
 def unit_shape(num_classes: int, batch_size: int, ipc: int) -> tuple[int, int]:
