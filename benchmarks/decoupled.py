@@ -22,6 +22,7 @@ from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.eval.protocol import train_student
+from tinyset.kd.energy import DEFAULT_ENERGY_DIRECTION
 from tinyset.methods.bn_matching import cached_class_statistics
 from tinyset.pipeline import distill
 from tinyset.teacher import get_teacher
@@ -57,7 +58,7 @@ def main() -> None:
     p.add_argument("--main-seeds", type=int, default=5)
     p.add_argument("--ablation-seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, nargs=2, default=[100, 30], metavar=("IPC10", "IPC50"), help="student epochs per IPC")
-    p.add_argument("--iteration-budgets", type=int, nargs="*", default=[100, 400, 1000])
+    p.add_argument("--iteration-budgets", type=int, nargs="*", default=[100, 400])
     p.add_argument("--eval-loss", nargs="+", default=["kd"], help="kd and/or energy_kd (energy rows only for IPC 10 main methods)")
     p.add_argument("--only", nargs="*", help="limit to these method names")
     p.add_argument("--cache", default=str(HERE / "cache"))
@@ -138,6 +139,7 @@ def main() -> None:
                 "dataset": "cifar10", "method": name, "ipc": ipc, "bits": 32, "student": "convnet3", "seeds": seeds,
                 "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if seeds > 1 else 0.0,
                 "accuracies": accs, "synthesis_seconds": round(loop_secs, 2), "eval_loss": eval_loss,
+                "energy_direction": DEFAULT_ENERGY_DIRECTION if eval_loss.startswith("energy") else None,
                 "teacher_forward_images": syn["teacher_forward_images"], "teacher_backward_images": back,
                 "synthesis_img_per_s": rate, "bare_teacher_img_per_s": row_bare,
                 "throughput_ratio": (rate / row_bare) if rate else None,

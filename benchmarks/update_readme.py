@@ -1,0 +1,29 @@
+"""Copy the benchmark tables (benchmarks/results/*.md) into the README between markers, so the
+README shows exactly what the benchmark commands wrote."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- benchmark tables: start -->", "<!-- benchmark tables: end -->"
+
+
+def main() -> None:
+    parts = []
+    for md in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        text = md.read_text().strip()
+        text = re.sub(r"^# ", "### ", text, count=1)  # demote the title under the README's section
+        parts.append(f"{text}\n\n(from `benchmarks/results/{md.name}`)")
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    if START not in body:
+        raise SystemExit(f"README.md has no {START} marker")
+    head, rest = body.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
+    print(f"updated {readme} with {len(parts)} tables")
+
+
+if __name__ == "__main__":
+    main()
