@@ -3,7 +3,6 @@
 Every run saves its resolved config as ``config.yaml`` beside its output (timm's ``args.yaml``)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,3 @@ def build_config(cls: type, config_file: str | None = None, overrides: list[str]
 
 def save_yaml(data: dict, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    return dataclasses.replace(cfg, **changes)
