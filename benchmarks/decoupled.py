@@ -86,6 +86,7 @@ def main() -> None:
         f"Bare teacher forward+backward (input gradients, batch 100, channels_last): {bare:.0f} images/s. "
         f"E2D's class-conditional BN statistics: a one-off pass over the training set, {stats_secs:.0f}s, cached with "
         "the teacher and not included in synthesis_seconds (add it once per teacher).",
+        "iterations run: summed over the units of a set (IPC 50 runs 5 units of 100 images, so 5,000 is the budget).",
         "A gap under two standard deviations is no gap.",
     ]
     rows = Rows("decoupled_cifar10", "Decoupled distillation on CIFAR-10 (ConvNet-3 teacher and student)", command_line(), notes)
