@@ -119,16 +119,14 @@ class _EMA:
 def _energy_thresholds(teacher: nn.Module, split: Split, spec: TrainSpec, device, seed: int) -> tuple[float, float]:
     """One pass of the frozen teacher over the shuffled, augmented training set before training
     (as Energy KD does), with its own generator so the training stream is unchanged."""
-    from ..kd.energy import energy, energy_thresholds
+    from ..kd.energy import collect_energies, energy_thresholds
 
     g = generator(seed + 7919)
-    energies = []
+    order = torch.randperm(len(split), generator=g).split(spec.batch_size)
+    views = (augment_batch(split.get_batch(idx)[0].to(device), spec, g) for idx in order)
     with torch.no_grad():
-        for idx in torch.randperm(len(split), generator=g).split(spec.batch_size):
-            x, _ = split.get_batch(idx)
-            x = augment_batch(x.to(device), spec, g)
-            energies.append(energy(teacher(x).float()).cpu())
-    return energy_thresholds(torch.cat(energies), *spec.energy_fracs)
+        energies = collect_energies(teacher, views, device)
+    return energy_thresholds(energies, *spec.energy_fracs)
 
 
 def _batches(split: Split, batches: list[torch.Tensor], num_workers: int):
