@@ -108,7 +108,10 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
         raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
     if cfg.ipc < 1:
         raise TinysetError(f"ipc must be at least 1, got {cfg.ipc}")
-    METHODS.get(cfg.method)  # unknown method fails before any work
+    if getattr(METHODS.get(cfg.method), "self_supervised", False):  # unknown method fails before any work
+        from .ssl.pipeline import distill_ssl  # whole-set, label-free methods (krr_st, ssdd)
+
+        return distill_ssl(cfg, out, overwrite, progress)
     partial = out.parent / f".{out.name}.partial"
     chash = _config_hash(cfg)
     hash_file = partial / "config_hash"

@@ -1,0 +1,96 @@
+"""Self-supervised distillation end to end: SSL teacher -> whole-set method (krr_st, ssdd,
+ssl_random) -> artifact of stored components (+ decoder) -> pre-training pairs for transfer.
+
+Runs in place of the unit loop of ``pipeline.distill`` for methods with ``self_supervised = True``;
+the same run layout (config.yaml, log.jsonl, artifact written atomically)."""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..artifact import load_artifact, save_artifact
+from ..config import RunConfig, save_yaml, to_dict
+from ..data import load_dataset
+from ..errors import TinysetError
+from ..methods import METHODS, MethodContext, build_method
+from ..utils.runlog import JsonlLog, resolve_device, versions
+from ..utils.seeding import derive_seed, generator
+from .teacher import SSLConfig, get_ssl_teacher
+
+log = logging.getLogger(__name__)
+
+
+def ssl_config(cfg: RunConfig) -> SSLConfig:
+    return SSLConfig.from_teacher_config(cfg.teacher, (cfg.method_args or {}).get("ssl", "barlow_twins"))
+
+
+def distill_ssl(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True):
+    from ..pipeline import DistillResult
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data.dataset, cfg.data)
+    if ds.info.kind != "image":
+        raise TinysetError(f"method {cfg.method} needs an image dataset; {ds.info.name} holds vectors")
+    teacher = get_ssl_teacher(ds, ssl_config(cfg), device, progress)
+    partial = out.parent / f".{out.name}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    runlog = JsonlLog(partial / "log.jsonl")
+    runlog.write("start", config=to_dict(cfg))
+    ctx = MethodContext(dataset=ds, teacher=None, device=device, runlog=runlog, progress=progress,
+                        cache_dir=teacher.directory)
+    method = build_method(cfg.method, cfg.method_args, ctx)
+    t0 = time.perf_counter()
+    res = method.distill_set(teacher, generator(derive_seed(cfg.seed, cfg.method, "whole-set")))
+    seconds = time.perf_counter() - t0
+    tensors = {k: v.detach().float().contiguous() for k, v in res["tensors"].items()}
+    floats = sum(t.numel() for t in tensors.values())
+    image_floats = math.prod(ds.info.shape)
+    stats = res["stats"]
+    manifest = {
+        "dataset": ds.info.name, "dataset_info": ds.info.to_dict(), "class_names": list(ds.info.class_names),
+        "normalization": {"mean": list(ds.info.mean), "std": list(ds.info.std)}, "image_shape": list(ds.info.shape),
+        "ipc": None, "method": cfg.method, "method_config": method.resolved_config(), "config": to_dict(cfg),
+        "seed": cfg.seed, "teacher": teacher.reference, "self_supervised": True, "target_dim": teacher.dim,
+        "decoder": res["decoder"], "stored_floats": floats, "budget_images": floats / image_floats,
+        "wall_time_seconds": seconds, "device": str(device), "versions": versions(),
+        "synthesis": {"seconds": seconds, "teacher_forward_images": 0, "teacher_backward_images": 0,
+                      **{k: v for k, v in stats.items() if k != "source_indices"}},
+    }
+    preview = decode_pairs(tensors, res["decoder"])[0][: stats.get("m", 100)] if res["decoder"] else tensors["images"]
+    save_artifact(out, tensors, manifest, preview=preview[:100], preview_labels=torch.zeros(min(len(preview), 100), dtype=torch.long),
+                  class_names=["synthetic"], overwrite=overwrite)
+    save_yaml(to_dict(cfg), out / "config.yaml")
+    shutil.copy(partial / "log.jsonl", out / "log.jsonl")
+    shutil.rmtree(partial, ignore_errors=True)
+    return DistillResult(out, load_artifact(out, verify=False).manifest, None)
+
+
+def decode_pairs(tensors: dict[str, torch.Tensor], decoder: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, targets) of the pre-training set from stored components."""
+    if not decoder:
+        if "targets" not in tensors:
+            raise TinysetError("artifact holds no 'targets': not a self-supervised (KRR-ST style) run")
+        return tensors["images"], tensors["targets"]
+    from ..artifact import bases_decoder
+
+    reg = getattr(bases_decoder, "DECODERS", None)
+    if reg is None:
+        from ..artifact.decoders import DECODERS as reg  # noqa: N811
+    out = reg.get(decoder["name"]).decode(tensors, decoder.get("config") or {})
+    return out["images"], out["targets"]
+
+
+def load_pretrain_pairs(run: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    art = load_artifact(run)
+    if not art.manifest.get("self_supervised"):
+        raise TinysetError(f"{run} is not a self-supervised run (made by {art.manifest.get('method')}); transfer needs krr_st/ssdd/ssl_random")
+    x, y = decode_pairs(art.tensors, art.manifest.get("decoder"))
+    return x, y, art.manifest
