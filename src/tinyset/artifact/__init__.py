@@ -1,5 +1,6 @@
 """The distilled-set artifact: a versioned directory (manifest.json, tensors.safetensors,
 preview.png) that every method writes and every consumer reads."""
+from .decoders import DECODERS, Decoder, get_decoder, quantized_components, register_decoder
 from .export import export_imagefolder, sanitize_class_name
 from .format import (
     FORMAT_VERSION,
@@ -8,6 +9,7 @@ from .format import (
     TENSORS_FILE,
     Artifact,
     atomic_directory,
+    decoder_of,
     load_artifact,
     save_artifact,
     sha256_file,
@@ -15,6 +17,12 @@ from .format import (
 from .preview import make_grid_image
 
 __all__ = [
+    "DECODERS",
+    "Decoder",
+    "decoder_of",
+    "get_decoder",
+    "quantized_components",
+    "register_decoder",
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "TENSORS_FILE",

@@ -32,7 +32,7 @@ from .preview import make_grid_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: components with roles + a named decoder; 1 (pixels only) still loads
 MANIFEST_FILE = "manifest.json"
 TENSORS_FILE = "tensors.safetensors"
 PREVIEW_FILE = "preview.png"
@@ -175,6 +175,13 @@ def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+_DEFAULT_ROLES = {"images": "data", "vectors": "data", "labels": "labels", "targets": "targets", "codes": "codes"}
+
+
+def _default_role(name: str) -> str:
+    return _DEFAULT_ROLES.get(name, "quantizer" if name.startswith("q.") else "extra")
+
+
 def _component(name: str, t: torch.Tensor, declared_bits: Any) -> dict[str, Any]:
     """Size record for one tensor. ``bits`` is the width of one stored value: the dtype's width, or
     for a bit-packed uint8 payload the caller-declared width (1..8) of the values packed inside."""
@@ -207,8 +214,17 @@ def save_artifact(
     preview_labels: torch.Tensor | Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    decoder: str = "pixels",
+    decoder_config: Mapping[str, Any] | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an artifact directory atomically and return its path.
+
+    ``tensors`` are the stored *components*; ``decoder`` (a registered name, see
+    ``artifact.decoders``) with ``decoder_config`` turns them into what a student trains on, and is
+    run once here so an undecodable artifact is never written. ``roles`` names each component's
+    job (``data``, ``codes``, ``quantizer``, ``labels``, ...; defaults by name).
+    ``preview="decoded"`` previews the decoded images.
 
     ``manifest`` is the caller's provenance (dataset, dataset_info, class names, normalisation,
     image_shape, ipc, method, method_config, seed, teacher, wall_time_seconds, ...). An optional
@@ -233,7 +249,23 @@ def save_artifact(
         caller.setdefault("class_to_idx", {n: i for i, n in enumerate(class_names)})
     caller.setdefault("torch_version", torch.__version__)
 
-    components = {n: _component(n, t, declared.get(n)) for n, t in prepared.items()}
+    from .decoders import get_decoder
+
+    dcfg = dict(decoder_config or {})
+    try:
+        decoded = get_decoder(decoder).decode(prepared, dcfg)
+    except TinysetError:
+        raise
+    except Exception as e:  # a decoder bug or bad components must fail before anything is written
+        raise TinysetError(f"decoder {decoder!r} cannot decode these components: {type(e).__name__}: {e}") from None
+    if isinstance(preview, str):
+        if preview != "decoded":
+            raise TinysetError(f"preview must be a tensor, None or 'decoded', got {preview!r}")
+        preview, preview_labels = decoded.get("images", decoded.get("vectors")), decoded.get("labels")
+    roles = dict(roles or {})
+    components = {}
+    for n, t in prepared.items():
+        components[n] = {**_component(n, t, declared.get(n)), "role": roles.get(n) or _default_role(n)}
     total_bytes = sum(c["bytes"] for c in components.values())
     full: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -241,7 +273,7 @@ def save_artifact(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     full.update({k: v for k, v in caller.items() if k not in full})
-    full.update(components=components, total_bytes=total_bytes, total_bits=8 * total_bytes)
+    full.update(decoder={"name": decoder, "config": dcfg}, components=components, total_bytes=total_bytes, total_bits=8 * total_bytes)
     _to_json(full)  # fail on unserialisable provenance before writing anything
 
     out_dir = Path(out_dir)
@@ -254,7 +286,7 @@ def save_artifact(
                 log.info("preview skipped: %s holds vectors, not images", out_dir)
             else:
                 names = class_names if class_names is not None else caller.get("class_names")
-                if preview_labels is None and preview is tensors.get("images"):
+                if preview_labels is None and preview is tensors.get("images") and decoder == "pixels":
                     preview_labels = tensors.get("labels")  # the common case: preview the set itself
                 make_grid_image(preview, preview_labels, names).save(tmp / PREVIEW_FILE, format="PNG")
                 checksums[PREVIEW_FILE] = sha256_file(tmp / PREVIEW_FILE)
@@ -271,22 +303,37 @@ def save_artifact(
 
 @dataclass
 class Artifact:
-    """A loaded artifact: its directory, manifest and tensors (all on CPU)."""
+    """A loaded artifact: its directory, manifest, stored components (``tensors``) and what its
+    decoder made of them (``decoded``), all on CPU. ``images``/``labels``/``targets`` are decoded."""
 
     path: Path
     manifest: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(repr=False)
+    decoded: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def decoder(self) -> dict[str, Any]:
+        return decoder_of(self.manifest)
 
     @property
     def images(self) -> torch.Tensor:
-        try:
-            return self.tensors["images"]
-        except KeyError:
-            raise TinysetError(f"artifact {self.path} has no 'images' tensor (has: {', '.join(self.tensors)})") from None
+        """Decoded training data: images [N, C, H, W] in [0, 1], or vectors [N, D]."""
+        for key in ("images", "vectors"):
+            if key in self.decoded:
+                return self.decoded[key]
+        raise TinysetError(f"artifact {self.path} decodes to no images or vectors (has: {', '.join(self.decoded)})")
 
     @property
     def labels(self) -> torch.Tensor | None:
-        return self.tensors.get("labels")
+        return self.decoded.get("labels")
+
+    @property
+    def targets(self) -> torch.Tensor | None:
+        return self.decoded.get("targets")
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.manifest.get("total_bytes", 0))
 
     @property
     def class_names(self) -> list[str] | None:
@@ -298,6 +345,16 @@ class Artifact:
     @property
     def ipc(self) -> int | None:
         return self.manifest.get("ipc")
+
+
+def decoder_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's decoder; format-1 artifacts are plain pixels."""
+    dec = manifest.get("decoder") if manifest.get("format_version", 1) >= 2 else None
+    if dec is None:
+        return {"name": "pixels", "config": {}}
+    if not isinstance(dec, dict) or not isinstance(dec.get("name"), str):
+        raise TinysetError(f"manifest decoder must be {{'name': ..., 'config': {{...}}}}, got {dec!r}")
+    return {"name": dec["name"], "config": dict(dec.get("config") or {})}
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -368,4 +425,13 @@ def load_artifact(path: str | os.PathLike, verify: bool = True) -> Artifact:
     except Exception as e:  # safetensors raises its own error types; any failure means unreadable
         raise TinysetError(f"{tpath} is unreadable: {e}") from None
     _check_components(tpath, manifest, tensors)
-    return Artifact(path=path, manifest=manifest, tensors=tensors)
+    from .decoders import get_decoder
+
+    dec = decoder_of(manifest)
+    try:
+        decoded = get_decoder(dec["name"]).decode(tensors, dec["config"])
+    except TinysetError as e:
+        raise TinysetError(f"{path}: {e}") from None
+    except Exception as e:
+        raise TinysetError(f"{path}: decoder {dec['name']!r} failed: {type(e).__name__}: {e}") from None
+    return Artifact(path=path, manifest=manifest, tensors=tensors, decoded=decoded)
