@@ -15,6 +15,7 @@ from .format import (
     sha256_file,
 )
 from .preview import make_grid_image
+from . import bases_decoder  # noqa: E402,F401  (registers the "bases" decoder of boosted SSDD)
 
 __all__ = [
     "DECODERS",

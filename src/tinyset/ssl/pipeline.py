@@ -59,38 +59,25 @@ def distill_ssl(cfg: RunConfig, out: str | Path, overwrite: bool = False, progre
         "normalization": {"mean": list(ds.info.mean), "std": list(ds.info.std)}, "image_shape": list(ds.info.shape),
         "ipc": None, "method": cfg.method, "method_config": method.resolved_config(), "config": to_dict(cfg),
         "seed": cfg.seed, "teacher": teacher.reference, "self_supervised": True, "target_dim": teacher.dim,
-        "decoder": res["decoder"], "stored_floats": floats, "budget_images": floats / image_floats,
+        "stored_floats": floats, "budget_images": floats / image_floats,
         "wall_time_seconds": seconds, "device": str(device), "versions": versions(),
         "synthesis": {"seconds": seconds, "teacher_forward_images": 0, "teacher_backward_images": 0,
                       **{k: v for k, v in stats.items() if k != "source_indices"}},
     }
-    preview = decode_pairs(tensors, res["decoder"])[0][: stats.get("m", 100)] if res["decoder"] else tensors["images"]
-    save_artifact(out, tensors, manifest, preview=preview[:100], preview_labels=torch.zeros(min(len(preview), 100), dtype=torch.long),
-                  class_names=["synthetic"], overwrite=overwrite)
+    dec = res["decoder"] or {"name": "pixels", "config": {}}
+    roles = {k: "network" if k.startswith("view") else ("bases" if k.endswith("bases") else
+             ("coefficients" if k.endswith("coeff") else None)) for k in tensors}
+    save_artifact(out, tensors, manifest, preview="decoded", class_names=["synthetic"], overwrite=overwrite,
+                  decoder=dec["name"], decoder_config=dec["config"], roles={k: v for k, v in roles.items() if v})
     save_yaml(to_dict(cfg), out / "config.yaml")
     shutil.copy(partial / "log.jsonl", out / "log.jsonl")
     shutil.rmtree(partial, ignore_errors=True)
     return DistillResult(out, load_artifact(out, verify=False).manifest, None)
 
 
-def decode_pairs(tensors: dict[str, torch.Tensor], decoder: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, targets) of the pre-training set from stored components."""
-    if not decoder:
-        if "targets" not in tensors:
-            raise TinysetError("artifact holds no 'targets': not a self-supervised (KRR-ST style) run")
-        return tensors["images"], tensors["targets"]
-    from ..artifact import bases_decoder
-
-    reg = getattr(bases_decoder, "DECODERS", None)
-    if reg is None:
-        from ..artifact.decoders import DECODERS as reg  # noqa: N811
-    out = reg.get(decoder["name"]).decode(tensors, decoder.get("config") or {})
-    return out["images"], out["targets"]
-
-
 def load_pretrain_pairs(run: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(images, targets, manifest) of a self-supervised run, decoded (all views for ``bases``)."""
     art = load_artifact(run)
-    if not art.manifest.get("self_supervised"):
-        raise TinysetError(f"{run} is not a self-supervised run (made by {art.manifest.get('method')}); transfer needs krr_st/ssdd/ssl_random")
-    x, y = decode_pairs(art.tensors, art.manifest.get("decoder"))
-    return x, y, art.manifest
+    if not art.manifest.get("self_supervised") or art.targets is None:
+        raise TinysetError(f"{run} is not a self-supervised run (made by {art.manifest.get('method')}); transfer needs krr_st, ssdd or ssl_random")
+    return art.images, art.targets, art.manifest
