@@ -73,6 +73,13 @@ def cmd_teacher(args) -> int:
         cfg.teacher.epochs = args.epochs
     ds = load_dataset(cfg.data.dataset, cfg.data)
     dev = resolve_device(cfg.device)
+    if args.ssl:  # self-supervised encoder (issue 15): no labels, no accuracy; features for KRR-ST/SSDD
+        from .ssl import SSLConfig, get_ssl_teacher
+
+        st = get_ssl_teacher(ds, SSLConfig.from_teacher_config(cfg.teacher, args.ssl), dev, progress=not args.quiet)
+        print(f"{args.ssl} encoder {st.reference.get('model')} on {ds.info.name}: {st.dim}-d features, final loss {st.reference.get('final_loss')}")
+        print(f"checkpoint: {st.reference['path']}")
+        return 0
     t = get_teacher(ds, cfg.teacher, dev, progress=not args.quiet)
     acc = t.reference.get("test_accuracy")
     if acc is None:
@@ -94,6 +101,11 @@ def cmd_eval(args) -> int:
     if args.he_da is not None:
         base.eval.he_da = args.he_da
     cfg = _run_config(args, base)
+    if args.transfer:  # self-supervised runs: pre-train on the pairs, probe/fine-tune on a target (issue 15)
+        from .ssl.pipeline import transfer_run
+
+        print(transfer_run(run, args.transfer, cfg, [parse_override(o) for o in args.transfer_set], progress=not args.quiet))
+        return 0
     evaluate_run(run, cfg, progress=not args.quiet)
     print((run / "eval.md").read_text())
     return 0
@@ -192,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="teacher architecture (see `tinyset models`)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--teacher", help="evaluate your own checkpoint instead")
+    t.add_argument("--ssl", help="train a self-supervised encoder instead (barlow_twins)")
     _common_run_args(t)
     t.set_defaults(func=cmd_teacher)
 
@@ -204,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA: re-mix this top-energy fraction (default 0.5)")
     e.add_argument("--label-modes", help="comma list of soft,hard")
     e.add_argument("--teacher")
+    e.add_argument("--transfer", metavar="TARGET", help="self-supervised runs: transfer to this dataset (linear probe + fine-tune)")
+    e.add_argument("--transfer-set", action="append", default=[], metavar="KEY=VALUE", help="TransferConfig override, e.g. finetune_epochs=5")
     _common_run_args(e)
     e.set_defaults(func=cmd_eval)
 

@@ -81,3 +81,45 @@ def load_pretrain_pairs(run: str | Path) -> tuple[torch.Tensor, torch.Tensor, di
     if not art.manifest.get("self_supervised") or art.targets is None:
         raise TinysetError(f"{run} is not a self-supervised run (made by {art.manifest.get('method')}); transfer needs krr_st, ssdd or ssl_random")
     return art.images, art.targets, art.manifest
+
+
+def transfer_run(run: str | Path, target: str, cfg: RunConfig, overrides: list[dict] | None = None,
+                 baselines: bool = True, progress: bool = True) -> str:
+    """``tinyset eval RUN --transfer TARGET``: the run's pairs, the no-pre-training network and (with
+    ``baselines``) a random real subset of the same storage with the teacher's features as targets,
+    all under one protocol; writes ``transfer-<target>.json`` and ``.md`` in the run, returns the table."""
+    import json
+
+    from ..config import DataConfig, apply_mapping
+    from ..eval.transfer import TransferConfig, evaluate_transfer, markdown
+    from ..methods.krr_st import krr_st_size
+    from ..utils.files import atomic_write_text
+
+    run = Path(run)
+    x, y, manifest = load_pretrain_pairs(run)
+    tcfg = TransferConfig(seeds=cfg.eval.seeds)
+    for o in overrides or []:
+        apply_mapping(tcfg, o)
+    device = resolve_device(cfg.device)
+    src = load_dataset(cfg.data.dataset, cfg.data)
+    if manifest.get("dataset") != src.info.name:
+        raise TinysetError(f"run {run} was distilled from {manifest.get('dataset')}, not {src.info.name}")
+    tds = load_dataset(target, DataConfig(dataset=target, data_root=cfg.data.data_root, image_size=src.info.image_size))
+    rows = {manifest["method"]: evaluate_transfer(x, y, src.info, tds, tcfg, device, cfg.seed, progress)}
+    if baselines:
+        rows["no_pretrain"] = evaluate_transfer(None, None, src.info, tds, tcfg, device, cfg.seed, progress)
+        teacher = get_ssl_teacher(src, SSLConfig(checkpoint=manifest["teacher"]["path"], cache_dir=cfg.teacher.cache_dir), device)
+        from .teacher import teacher_features
+
+        feats = teacher_features(teacher, src.train, f"{src.info.name}-train", (0,), device)
+        m = krr_st_size(manifest["stored_floats"], src.info.shape, teacher.dim)
+        idx = torch.randperm(len(src.train), generator=generator(derive_seed(cfg.seed, "transfer-random")))[:m]
+        rows[f"random ({m} images)"] = evaluate_transfer(src.train.get_batch(idx)[0], feats[0, idx], src.info, tds, tcfg,
+                                                         device, cfg.seed, progress)
+    report = {"run": str(run), "target": tds.info.name, "config": to_dict(tcfg), "rows": rows,
+              "stored_floats": manifest["stored_floats"]}
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
+    atomic_write_text(run / f"transfer-{safe}.json", json.dumps(report, indent=2, default=str))
+    table = markdown(report, f"transfer of {run.name} ({manifest['method']}, {manifest['stored_floats']} floats) to {tds.info.name}")
+    atomic_write_text(run / f"transfer-{safe}.md", table)
+    return table

@@ -82,10 +82,16 @@ def get_ssl_teacher(ds: Dataset, cfg: SSLConfig, device="cpu", progress: bool = 
     """A frozen encoder for ``ds``: the user's checkpoint, else the cached one, else train it."""
     device = torch.device(device)
     if cfg.checkpoint:
-        model, ckpt = load_model(cfg.checkpoint, ds.info, model_spec=cfg.model)
-        enc = encoder_from_model(model) if not ckpt.get("encoder") else model
+        raw = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False) if Path(cfg.checkpoint).is_file() else None
+        if isinstance(raw, dict) and raw.get("encoder"):  # a tinyset SSL encoder (encoder.pt)
+            enc = build_encoder(raw["model"], ds.info)
+            enc.load_state_dict(raw["state_dict"])
+            model_name = raw["model"]
+        else:  # any classifier checkpoint: its last linear layer is dropped
+            model, ckpt = load_model(cfg.checkpoint, ds.info, model_spec=cfg.model)
+            enc, model_name = encoder_from_model(model), ckpt.get("model")
         sha = sha256_file(cfg.checkpoint)
-        ref = {"source": "checkpoint", "path": str(Path(cfg.checkpoint).resolve()), "sha256": sha, "model": ckpt.get("model")}
+        ref = {"source": "checkpoint", "path": str(Path(cfg.checkpoint).resolve()), "sha256": sha, "model": model_name}
         d = cache_root(cfg.cache_dir) / "user" / sha[:16]
     else:
         SSL_METHODS.get(cfg.method)  # unknown method: one-line error before any work
@@ -150,10 +156,10 @@ def train_ssl(ds: Dataset, cfg: SSLConfig, directory: Path, device, progress: bo
         sched.step()
         rec = {"epoch": epoch + 1, "loss": tot / max(count, 1), "seconds": time.perf_counter() - t0}
         history.append(rec)
-        runlog.write("ssl_teacher", **rec)
-        bar.set_postfix(loss=f"{rec['loss']:.2f}")
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                            "generator": g.get_state(), "epoch": epoch + 1, "history": history}, ckpt)
+        runlog.write("ssl_teacher", **rec)
+        bar.set_postfix(loss=f"{rec['loss']:.2f}")
     meta = {"config": asdict(cfg), "dataset": ds.info.name, "final_loss": history[-1]["loss"] if history else None,
             "history": history, "dim": dim}
     atomic_torch_save({"model": cfg.model, "encoder": True, "dataset_info": ds.info.to_dict(),
