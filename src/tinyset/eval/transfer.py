@@ -18,7 +18,7 @@ from ..data.base import Dataset, Split, TensorSplit
 from ..errors import TinysetError
 from ..kd import build_kd_loss
 from ..models import get_model
-from ..utils.seeding import derive_seed, generator
+from ..utils.seeding import derive_seed
 from .trainer import TrainSpec, train
 
 log = logging.getLogger(__name__)

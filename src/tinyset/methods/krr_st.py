@@ -230,7 +230,7 @@ class SelfSupervisedMethod(Method):
 def krr_st_size(budget_floats: float, shape: tuple[int, ...], dim: int) -> int:
     """Images (with their d targets each) that fit in ``budget_floats`` floats."""
     per = int(torch.tensor(shape).prod()) + dim
-    m = int(budget_floats // per)
+    m = int((budget_floats + 1e-6) // per)  # budgets given as m * per / (C*H*W) images' worth land exactly
     if m < 1:
         raise TinysetError(f"a budget of {budget_floats:.0f} floats holds no image with its {dim}-d target ({per} floats)")
     return m

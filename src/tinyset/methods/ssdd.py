@@ -81,7 +81,7 @@ def ssdd_floats(m: int, cfg: SSDDConfig, low_shape, dim: int) -> int:
 def ssdd_size(budget: float, cfg: SSDDConfig, low_shape, dim: int) -> int:
     fixed = ssdd_floats(0, cfg, low_shape, dim)
     per = ssdd_floats(1, cfg, low_shape, dim) - fixed
-    m = int((budget - fixed) // per)
+    m = int((budget - fixed + 1e-6) // per)
     if m < 1:
         raise TinysetError(f"a budget of {budget:.0f} floats does not cover the bases and networks ({fixed} floats) plus one "
                            f"image; lower method_args.image_bases/repr_bases or raise the budget")

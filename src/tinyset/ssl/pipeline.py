@@ -17,7 +17,7 @@ from ..artifact import load_artifact, save_artifact
 from ..config import RunConfig, save_yaml, to_dict
 from ..data import load_dataset
 from ..errors import TinysetError
-from ..methods import METHODS, MethodContext, build_method
+from ..methods import MethodContext, build_method
 from ..utils.runlog import JsonlLog, resolve_device, versions
 from ..utils.seeding import derive_seed, generator
 from .teacher import SSLConfig, get_ssl_teacher
@@ -29,17 +29,19 @@ def ssl_config(cfg: RunConfig) -> SSLConfig:
     return SSLConfig.from_teacher_config(cfg.teacher, (cfg.method_args or {}).get("ssl", "barlow_twins"))
 
 
-def distill_ssl(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True):
+def distill_ssl(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True, ds=None,
+                ssl_override: SSLConfig | None = None):
+    """``ds`` (optional) is the already loaded source, e.g. a subset for a smoke run."""
     from ..pipeline import DistillResult
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
     device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data.dataset, cfg.data)
+    ds = ds if ds is not None else load_dataset(cfg.data.dataset, cfg.data)
     if ds.info.kind != "image":
         raise TinysetError(f"method {cfg.method} needs an image dataset; {ds.info.name} holds vectors")
-    teacher = get_ssl_teacher(ds, ssl_config(cfg), device, progress)
+    teacher = get_ssl_teacher(ds, ssl_override or ssl_config(cfg), device, progress)
     partial = out.parent / f".{out.name}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     runlog = JsonlLog(partial / "log.jsonl")
