@@ -66,8 +66,8 @@ def settings(smoke: bool) -> dict:
                     transfer=TransferConfig(model="convnet:depth=3,width=16", seeds=2, pretrain_epochs=2, probe_steps=50,
                                             finetune_epochs=1, max_train=500, max_test=500),
                     source_limit=1000)
-    return dict(teacher=SSLConfig(model="convnet:depth=3,width=32", epochs=20, batch_size=256, proj_dim=1024),
-                method=dict(steps=300, pool_size=4, pool_reinit=200, model="convnet:depth=3,width=64", batch_size=256,
+    return dict(teacher=SSLConfig(model="convnet:depth=3,width=32", epochs=10, batch_size=256, proj_dim=1024),
+                method=dict(steps=200, pool_size=4, pool_reinit=100, model="convnet:depth=3,width=32", batch_size=256,
                             image_bases=200, repr_bases=200, approx_steps=2000, pca_samples=5000),
                 transfer=TransferConfig(model="convnet:depth=3,width=64", seeds=3, pretrain_epochs=50, probe_steps=300,
                                         finetune_epochs=5, max_train=5000, max_test=2000),
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", help="limit to these methods")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, results/ssdd_smoke.*")
     p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     name = "ssdd_smoke" if args.smoke else "ssdd"
@@ -111,7 +112,7 @@ def main() -> None:
         src = Dataset(src.info, AdaptedSplit(src.train, src.info.shape, st["source_limit"]), src.test)
     scfg = st["teacher"]
     scfg.cache_dir = args.cache
-    teacher = get_ssl_teacher(src, scfg, "cpu", progress=False)
+    teacher = get_ssl_teacher(src, scfg, args.device, progress=False)
     chw = math.prod(src.info.shape)
     budget = args.m * (chw + teacher.dim) / chw
     tcfg = st["transfer"]
@@ -144,7 +145,7 @@ def main() -> None:
         method, extra = METHODS[mname]
         out = runs / mname
         if not (out / "manifest.json").exists():
-            cfg = RunConfig(method=method, device="cpu", seed=0)
+            cfg = RunConfig(method=method, device=args.device, seed=0)
             known = {f.name for f in dataclasses.fields(METHOD_REGISTRY.get(method).Config)}  # ssdd-only knobs stay out of krr_st
             cfg.method_args = {k: v for k, v in {**st["method"], "image_lr": args.lr, "target_lr": args.lr, "budget": budget,
                                                  **extra}.items() if k in known}
@@ -159,7 +160,7 @@ def main() -> None:
             if rows.has(dataset=tname, method=mname):
                 continue
             x, y, man = sets[mname]
-            rep = evaluate_transfer(x, y, src.info, tds, tc, "cpu", seed=0)
+            rep = evaluate_transfer(x, y, src.info, tds, tc, args.device, seed=0)
             syn = man["synthesis"]
             row = {"dataset": tname, "method": mname, "ipc": args.m, "bits": 32, "student": tc.model,
                    "seeds": tc.seeds, "accuracy_mean": rep["linear"]["mean"], "accuracy_std": rep["linear"]["std"],
