@@ -22,7 +22,9 @@ def _cfg(method, ipc=2, **args):
 
 
 def test_every_registered_method_has_fast_settings():
-    assert set(METHODS.names()) <= set(FAST)
+    # whole-set self-supervised methods (krr_st, ssdd, ssl_random) have no units; tests/test_ssdd.py covers them
+    unit_methods = {n for n in METHODS.names() if not getattr(METHODS.get(n), "self_supervised", False)}
+    assert unit_methods <= set(FAST)
 
 
 @pytest.mark.parametrize("method", sorted(FAST))

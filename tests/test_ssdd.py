@@ -166,6 +166,16 @@ def test_krr_st_run_and_transfer(tmp_path, digits, ssl_teacher, teacher_cache, m
     assert 0 <= rep["finetune"]["mean"] <= 100 and rep["train_images"] == 200
     none = evaluate_transfer(None, None, digits.info, digits, cfg, "cpu")
     assert none["pretrain_pairs"] == 0 and none["linear"]["accuracies"] != rep["linear"]["accuracies"]
+    # ``tinyset eval RUN --transfer digits``: the run, no pre-training and a same-storage random subset
+    # (the teacher reloaded from the manifest's encoder checkpoint), written beside the run
+    from tinyset.ssl.pipeline import transfer_run
+
+    rcfg = RunConfig(device="cpu")
+    rcfg.teacher.cache_dir = str(teacher_cache)
+    over = [{"model": TINY, "seeds": 1, "pretrain_epochs": 1, "probe_steps": 10, "modes": ["linear"], "max_train": 100, "max_test": 50}]
+    table = transfer_run(res.path, "digits", rcfg, over, progress=False)
+    assert "| krr_st | linear | 1 |" in table and "no_pretrain" in table and "random (12 images)" in table
+    assert (res.path / "transfer-digits.json").exists()
 
 
 def test_adapted_split_converts_channels_and_size(digits):

@@ -222,6 +222,10 @@ class SelfSupervisedMethod(Method):
     self_supervised = True
     classes_per_unit = None
 
+    def run_unit(self, unit, g):
+        raise TinysetError(f"method {self.name} distils the whole unlabelled set at once against a self-supervised "
+                           "teacher; run it with `tinyset distill` (pipeline.distill), not per unit")
+
     def distill_set(self, teacher, g: torch.Generator) -> dict:  # pragma: no cover - abstract
         """-> {"tensors": {...}, "decoder": {"name", "config"} | None, "stats": {...}}"""
         raise NotImplementedError
