@@ -13,12 +13,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed as dist
 from .config import TeacherConfig
 from .data.base import Dataset, DatasetInfo
 from .errors import TinysetError
 from .eval.trainer import TrainSpec, accuracy, train
 from .kd import build_kd_loss
 from .models import get_model, load_model, save_model, sha256_file
+from .utils.files import atomic_write_text
 from .utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -107,15 +109,20 @@ def train_teacher(
     torch.manual_seed(tcfg.seed)  # weight init
     model = get_model(tcfg.model, ds.info)
     spec = dataclasses.replace(teacher_spec(tcfg, ds.info), num_workers=num_workers)
+    # under torchrun every rank trains its share (DDP) and rank 0 writes the files
     res = train(
         model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
         checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
-        desc=f"teacher {tcfg.model}", progress=progress,
+        desc=f"teacher {tcfg.model}", progress=progress and dist.is_main_process(), distributed=True,
     )
     meta = {"test_accuracy": res.test_accuracy, "epochs": tcfg.epochs, "config": asdict(tcfg), "dataset": ds.info.name}
-    save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    (directory / "last.pt").unlink(missing_ok=True)
+    if dist.is_distributed():
+        meta["world_size"] = dist.get_world_size()
+    if dist.is_main_process():
+        save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
+        atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, default=str))
+        (directory / "last.pt").unlink(missing_ok=True)
+    dist.barrier()  # teacher.pt exists for every rank from here on
     log.info("teacher: trained %s to %.2f%% test accuracy -> %s", tcfg.model, res.test_accuracy or float("nan"), directory)
     return model
 
