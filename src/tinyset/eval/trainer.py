@@ -184,7 +184,8 @@ def train(
     order), only statistically equivalent."""
     device = torch.device(device)
     ddp = distributed and dist.is_distributed()
-    rank, world = dist.get_rank(), dist.get_world_size()
+    # a non-DDP train under torchrun (one student per rank) behaves exactly like a single process
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     runlog = runlog or JsonlLog(None)
     if getattr(loss_fn, "needs_teacher", False) and teacher is None:
         raise TinysetError(f"loss {type(loss_fn).__name__} needs a teacher")
@@ -290,10 +291,11 @@ def train(
             tot, count = dist.all_reduce_sum([tot, count], device if dist.info().backend == "nccl" else "cpu")
         rec = {"epoch": epoch + 1, "loss": tot / max(count, 1), "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - te}
         history.append(rec)
-        runlog.write(desc, **rec)
+        if not ddp or dist.is_main_process():  # the epoch loss is already reduced over ranks
+            runlog.write(desc, **rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
         rank_generators = dist.all_gather_objects(g.get_state()) if ddp else None
-        if ckpt_path and dist.is_main_process():
+        if ckpt_path and (not ddp or dist.is_main_process()):
             atomic_torch_save(
                 {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -311,5 +313,6 @@ def train(
     acc = (accuracy(final, test_split, device, spec.eval_batch_size, channels_last=spec.channels_last, distributed=ddp)
            if test_split is not None else None)
     secs = time.perf_counter() - t0
-    runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
+    if not ddp or dist.is_main_process():
+        runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
     return TrainResult(test_accuracy=acc, history=history, seconds=secs, resumed_from_epoch=start_epoch)
