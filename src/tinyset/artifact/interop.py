@@ -229,12 +229,12 @@ def _check_images(t: dict[str, torch.Tensor], info, source: Path) -> dict[str, t
         x = x * std + mean
     t = dict(t, images=x.clamp(0, 1).contiguous())
     n = len(x)
-    if "labels" not in t and "soft_labels" in t:
-        t["labels"] = t["soft_labels"].argmax(1)
     if "labels" not in t:
+        # DD-Ranking's convention: no hard labels means class-major, equal images per class (its soft
+        # labels are the teacher's opinion, not the class an image was made for)
         if n % info.num_classes:
             raise TinysetError(f"{source}: {n} images without labels cannot be class-major for {info.num_classes} classes")
-        t["labels"] = torch.arange(info.num_classes).repeat_interleave(n // info.num_classes)  # DD-Ranking's convention
+        t["labels"] = torch.arange(info.num_classes).repeat_interleave(n // info.num_classes)
     t["labels"] = hard_labels(t["labels"], n)
     if int(t["labels"].max()) >= info.num_classes:
         raise TinysetError(f"{source}: label {int(t['labels'].max())} is out of range for {info.num_classes} classes")
