@@ -226,9 +226,9 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions()})
-    if not dist.is_main_process():  # evaluate_set gathered every rank's students on rank 0
-        return report
-    atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
-    title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
-    atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
+    if dist.is_main_process():  # evaluate_set gathered every rank's students; one rank writes
+        atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
+        title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
+        atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
+    dist.barrier()  # eval.json exists for every rank from here on
     return report
