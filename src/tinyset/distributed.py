@@ -72,6 +72,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     use_cuda = torch.cuda.is_available() and device != "cpu" and not str(device).startswith("cpu")
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
+        if local >= torch.cuda.device_count():  # NCCL cannot put two ranks on one GPU
+            raise TinysetError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} GPU(s); "
+                               "use --nproc-per-node at most that, or --device cpu for gloo")
         torch.cuda.set_device(local)
     hours = float(os.environ.get("TINYSET_DIST_TIMEOUT_HOURS", DEFAULT_TIMEOUT_HOURS))
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=hours))
@@ -138,18 +141,6 @@ def all_reduce_sum(values: Sequence[float], device: torch.device | str = "cpu") 
     t = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def raise_together(error: BaseException | None) -> None:
-    """Collective error check: if any rank failed, every rank raises (instead of the healthy ones
-    waiting at the next barrier until the timeout)."""
-    errors = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
-    if error is not None:
-        raise error
-    failed = [(r, e) for r, e in enumerate(errors) if e]
-    if failed:
-        r, e = failed[0]
-        raise TinysetError(f"rank {r} failed: {e}")
 
 
 def cleanup() -> None:
