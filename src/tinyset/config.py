@@ -21,6 +21,7 @@ class DataConfig:
     download: bool = False  # torchvision datasets only; never implied
     image_size: int | None = None  # imagefolder: resize+centre-crop to this size (default 224)
     num_workers: int = 0  # DataLoader workers for file-backed datasets
+    decode_cache: str = "memory"  # imagefolder: keep decoded images in "memory", on "disk" ($TINYSET_CACHE/decoded), or "off"
 
 
 @dataclass

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .errors import TinysetError
 from .eval.trainer import TrainSpec, accuracy, train
 from .kd import build_kd_loss
 from .models import get_model, load_model, save_model, sha256_file
+from .utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teacher.cache_root)
 from .utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 # The cache key hashes the user's knobs (TeacherConfig) and this version, not the derived TrainSpec,
 # so adding a trainer option does not orphan cached teachers. Bump it when teacher_spec changes.
 RECIPE_VERSION = 1
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("TINYSET_CACHE") or Path.home() / ".cache" / "tinyset")
 
 
 def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
