@@ -28,6 +28,8 @@ class DataConfig:
 class TeacherConfig:
     model: str = "convnet3"
     checkpoint: str | None = None  # a user's own checkpoint (.pt); skips training
+    pretrained: str | None = None  # tv:<name> models: torchvision weights (DEFAULT, an enum name) or a local state_dict file
+    head_classes: tuple[int, ...] = ()  # pretrained: ImageNet index of each dataset class (default: the folder's classes.tsv)
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"
