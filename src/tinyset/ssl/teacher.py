@@ -21,7 +21,8 @@ from ..errors import TinysetError
 from ..eval.schedules import get_schedule
 from ..models import get_model, load_model, sha256_file
 from ..models.checkpoint import atomic_torch_save
-from ..teacher import cache_root
+from ..utils.cache import cache_root
+from ..utils.files import atomic_path
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
 from .encoder import encoder_from_model, feature_dim
@@ -188,7 +189,6 @@ def teacher_features(teacher: SSLTeacher, split: Split, name: str, views: tuple[
         x, _ = split.get_batch(idx)
         for i, k in enumerate(views):
             out[i, idx] = teacher.encoder(rotate(x, k).to(device)).float().cpu()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"features": out.contiguous()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"features": out.contiguous()}, str(tmp))
     return out
