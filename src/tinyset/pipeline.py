@@ -63,7 +63,8 @@ def synthesize(
         amp=cfg.amp, runlog=runlog, progress=progress, cache_dir=teacher.directory if teacher else None,
     )
     if teacher is not None and cfg.teacher.extra:
-        ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
+        extra = get_extra_teachers(ds, cfg.teacher, device, progress)
+        ctx.teachers, ctx.teacher_dirs = [t.model for t in extra], [t.directory for t in extra]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
     images, labels, slots, unit_stats = [], [], [], []
@@ -71,26 +72,33 @@ def synthesize(
     from tqdm.auto import tqdm
 
     for unit in tqdm(units, desc=f"{cfg.method} units", disable=not progress or len(units) < 2, leave=False):
-        cached = partial / f"unit_{unit.key}.safetensors" if partial else None
-        if cached and cached.exists():
-            t = load_file(str(cached))
-            x, y = t["images"], t["labels"]
-            st = json.loads((cached.with_suffix(".json")).read_text())
-            st["resumed"] = True
-        else:
+        # short file name (a class range or hash); the full class list is inside the sidecar
+        cached = partial / f"unit_{unit.short_key}.safetensors" if partial else None
+        sidecar = cached.with_suffix(".json") if cached else None
+        st = None
+        if cached and cached.exists() and sidecar.exists():
+            st = json.loads(sidecar.read_text())
+            if st.get("unit_classes") == list(unit.classes) and st.get("unit_slots") == [unit.start, unit.stop]:
+                t = load_file(str(cached))
+                x, y = t["images"], t["labels"]
+                st["resumed"] = True
+            else:  # a hash collision or a foreign file: recompute
+                st = None
+        if st is None:
             res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
             x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
             if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
-                raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+                raise TinysetError(f"method {cfg.method} returned a bad unit {unit.short_key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
             if cached:
-                cached.with_suffix(".json").write_text(json.dumps(st, default=str))
+                st = {**st, "unit_classes": list(unit.classes), "unit_slots": [unit.start, unit.stop]}
+                atomic_write_text(sidecar, json.dumps(st, default=str))
                 tmp = cached.with_name(cached.name + ".tmp")
                 save_file({"images": x, "labels": y}, str(tmp))
                 tmp.replace(cached)
         images.append(x)
         labels.append(y)
         slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
-        unit_stats.append({"unit": unit.key, **{k: v for k, v in st.items() if k != "source_indices"}})
+        unit_stats.append({"unit": unit.short_key, **{k: v for k, v in st.items() if k not in ("source_indices", "unit_classes", "unit_slots")}})
     x, y, s = torch.cat(images), torch.cat(labels), torch.cat(slots)
     order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
     seconds = time.perf_counter() - t0
@@ -145,6 +153,8 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
         "synthesis": summary,
         "versions": versions(),
         "device": str(device),
+        # images are bit-identical only for the same thread count (float reduction order)
+        "torch_threads": torch.get_num_threads(),
     }
     save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
                   preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)

@@ -30,6 +30,7 @@ class E2DConfig:
     r_bn: float = 0.1
     first_bn_multiplier: float = 10.0
     class_stats: bool = True
+    bn_targets: str = "view"  # view (measured under this loop's crops) | teacher (E2D's: running + un-augmented class stats)
     stats_ema: float | None = 0.8
     crop_scale: tuple[float, float] = (0.5, 1.0)
     flip: bool = True
@@ -78,8 +79,8 @@ class E2D(RecoveryMethod):
             policy = ExploreExploitPolicy(len(labels), tuple(cfg.crop_scale), explore, cfg.eps, cfg.flip)
         else:
             policy = RandomCropPolicy(tuple(cfg.crop_scale), cfg.flip)
-        targets, stats_secs = self.class_targets()
-        x, stats = recover(x0, labels, cfg, policy, self.ctx, g, targets, desc=f"e2d {unit.key}")
+        targets, stats_secs = self.bn_targets(policy)
+        x, stats = recover(x0, labels, cfg, policy, self.ctx, g, targets, desc=f"e2d {unit.short_key}")
         stats["class_stats_seconds"] = stats_secs
         stats["source_indices"] = sources
         return UnitResult(x, labels, stats)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import augment as A
 from .base import MethodContext
-from .bn_matching import BNMatcher
+from .bn_matching import BNMatcher, BNTargets
 from .crop_memory import CropMemory
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class RecoveryConfig:
     r_bn: float = 0.01
     first_bn_multiplier: float = 10.0
     class_stats: bool = False  # class-conditional BN statistics beside the global ones, half weight each
-    stats_ema: float | None = None  # EMA momentum of batch statistics across steps (0.8 in EDC/E2D)
+    bn_targets: str = "view"  # view: targets measured under the loop's own view | teacher: running stats (+ un-augmented class stats)
+    stats_ema: float | None = None  # EMA momentum of batch statistics across steps (0.8 in EDC/E2D), straight-through
     crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     batch_size: int = 100  # images optimised together (classes x slots)
@@ -45,6 +46,14 @@ class ViewPolicy:
     def view(self, x: torch.Tensor, it: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def spec(self) -> dict:
+        """What the view distribution depends on: the key of the cached BN statistics under it."""
+        return {"policy": type(self).__name__}
+
+    def sample_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A view of real images drawn like the loop's (for measuring BN targets under it)."""
+        return self.view(x, 0, g)[0]
+
     def observe(self, it: int, boxes: torch.Tensor, ce: torch.Tensor) -> bool:
         """See the per-sample CE of the step; return True to stop early."""
         return False
@@ -53,11 +62,31 @@ class ViewPolicy:
         return {}
 
 
+class ShiftPolicy(ViewPolicy):
+    """SRe2L's CIFAR recipe: a circular shift of the whole batch by (0..jitter, 0..jitter) pixels,
+    no crop, no flip (the reference's recover_cifar.py)."""
+
+    def __init__(self, jitter: int):
+        self.jitter = int(jitter)
+
+    def spec(self):
+        return {"policy": "shift", "jitter": self.jitter}
+
+    def view(self, x, it, g):
+        n, _, h, w = x.shape
+        dy, dx = (int(v) for v in torch.randint(0, self.jitter + 1, (2,), generator=g))
+        box = torch.tensor([[0.0, 0.0, float(w), float(h)]]).expand(n, 4)
+        return torch.roll(x, shifts=(dy, dx), dims=(2, 3)), box
+
+
 class SharedCropPolicy(ViewPolicy):
-    """SRe2L: one random-resized-crop box for the whole batch after a random shift (jitter)."""
+    """SRe2L's ImageNet recipe: one random-resized-crop box for the whole batch after a random shift (jitter)."""
 
     def __init__(self, scale: tuple[float, float], jitter: int, flip: bool = True):
         self.scale, self.jitter, self.flip = scale, jitter, flip
+
+    def spec(self):
+        return {"policy": "shared_crop", "scale": list(self.scale), "jitter": self.jitter, "flip": self.flip}
 
     def view(self, x, it, g):
         n, _, h, w = x.shape
@@ -74,6 +103,13 @@ class RandomCropPolicy(ViewPolicy):
 
     def __init__(self, scale: tuple[float, float], flip: bool = True):
         self.scale, self.flip = scale, flip
+
+    def spec(self):
+        # exploitation revisits explored crops, so both phases share this distribution
+        return {"policy": "random_crop", "scale": list(self.scale), "flip": self.flip}
+
+    def sample_view(self, x, g):
+        return RandomCropPolicy.view(self, x, 0, g)[0]
 
     def boxes(self, n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
         return A.sample_rrc_boxes(n, h, w, self.scale, generator=g)
@@ -134,13 +170,18 @@ def recover(
     policy: ViewPolicy,
     ctx: MethodContext,
     g: torch.Generator,
-    class_targets=None,
+    targets: list[BNTargets] | None = None,
     desc: str = "recover",
 ) -> tuple[torch.Tensor, dict]:
-    """Run the loop on one unit. Returns the last iterate (on CPU) and bookkeeping."""
+    """Run the loop on one unit. ``targets``: the BN targets of each teacher (main first; None =
+    running statistics only). Returns the last iterate (on CPU) and bookkeeping."""
     dev = ctx.device
     teachers = [ctx.teacher] + list(ctx.teachers)
-    matchers = [BNMatcher(t, cfg.first_bn_multiplier, class_targets, cfg.stats_ema) for t in teachers]
+    targets = targets or [BNTargets() for _ in teachers]
+    if len(targets) != len(teachers):
+        raise ValueError(f"{len(targets)} BN targets for {len(teachers)} teachers")
+    matchers = [BNMatcher(t, cfg.first_bn_multiplier, tg.class_stats, cfg.stats_ema, tg.global_stats)
+                for t, tg in zip(teachers, targets)]
     # The optimised tensor is the image in the dataset's normalised units, as in the reference codes,
     # so their learning rates mean the same here (Adam's step size is in the parameter's units: in
     # [0, 1] pixels the same lr would move CIFAR pixels ~4x further per step).
