@@ -142,3 +142,28 @@ def test_many_class_plans_use_short_unit_files_and_resume(tmp_path, k):
     assert torch.equal(y, torch.arange(k))
     x2, _, summary2 = synthesize(cfg, ds, teacher, partial, progress=False)
     assert torch.equal(x, x2) and all(u.get("resumed") for u in summary2["units"])
+
+
+def test_synthesis_seeds_pair_a_fresh_set_with_each_eval_seed(digits, tmp_path):
+    from tinyset.pipeline import distill, evaluate_run
+
+    cfg = RunConfig(method="random", ipc=1, device="cpu", evaluate=False)
+    cfg.teacher = dataclasses.replace(cfg.teacher, cache_dir=str(tmp_path / "c"))
+    cfg.eval = dataclasses.replace(cfg.eval, epochs=1, seeds=3, label_modes=("hard",), random_baseline=False,
+                                   synthesis_seeds=True)
+    distill(cfg, tmp_path / "run", progress=False)
+    report = evaluate_run(tmp_path / "run", cfg, digits, None, progress=False)
+    assert report["synthesis_seeds"] == [0, 1, 2] and "re-synthesises" in report["variance"]
+    assert "Variance:" in (tmp_path / "run" / "eval.md").read_text()
+    made = []
+    x0, y0 = digits.train.get_batch(torch.arange(10))
+
+    def resynth(run_seed):
+        x, y, _ = synthesize(dataclasses.replace(cfg, seed=run_seed), digits, None, None, progress=False)
+        made.append(x)
+        return x, y
+
+    from tinyset.eval.protocol import evaluate_set
+
+    evaluate_set(x0, y0, digits, None, cfg.eval, "cpu", seed=5, progress=False, resynthesize=resynth)
+    assert len(made) == 2 and not torch.equal(made[0], made[1])  # seeds 6 and 7, each a new set

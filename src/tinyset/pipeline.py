@@ -5,6 +5,7 @@ resolved config, so an interrupted run resumes where it stopped and produces the
 artifact itself is written to a temp folder and renamed (see ``artifact.save_artifact``)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -179,8 +180,16 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
         teacher = get_teacher(ds, cfg.teacher, device, progress)
     runlog = JsonlLog(Path(path) / "log.jsonl")
     t0 = time.perf_counter()
+    resynth = None
+    if getattr(cfg.eval, "synthesis_seeds", False):
+        def resynth(run_seed: int):
+            # the same config with another run seed, synthesised in memory (no artifact)
+            other = dataclasses.replace(cfg, seed=run_seed)
+            x, y, _ = synthesize(other, ds, teacher if needs_teacher(cfg) else None, None, progress, runlog)
+            return x, y
     report = evaluate_set(art.images, art.labels, ds, teacher.model if teacher else None, cfg.eval, device,
-                          seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress)
+                          seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress,
+                          resynthesize=resynth)
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions()})
