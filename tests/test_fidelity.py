@@ -167,3 +167,15 @@ def test_synthesis_seeds_pair_a_fresh_set_with_each_eval_seed(digits, tmp_path):
 
     evaluate_set(x0, y0, digits, None, cfg.eval, "cpu", seed=5, progress=False, resynthesize=resynth)
     assert len(made) == 2 and not torch.equal(made[0], made[1])  # seeds 6 and 7, each a new set
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0, 8.0])
+def test_dkd_float32_is_within_1e5_relative_of_float64(T):
+    from tinyset.kd.losses import dkd_terms
+
+    g = torch.Generator().manual_seed(int(T))
+    for scale in (1.0, 3.0, 10.0, 30.0):
+        s, t = torch.randn(64, 10, generator=g) * scale, torch.randn(64, 10, generator=g) * scale
+        y = torch.randint(0, 10, (64,), generator=g)
+        for lo, hi in zip(dkd_terms(s, t, y, T), dkd_terms(s.double(), t.double(), y, T)):
+            assert abs(float(lo.double().sum() - hi.sum())) <= 1e-5 * float(hi.sum())

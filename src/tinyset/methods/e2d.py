@@ -39,6 +39,7 @@ class E2DConfig:
     init: str = "real"  # real | confident | noise (ablation)
     confident_pool: int = 10  # candidates per image for init=confident
     memory: bool = True  # False = exploration only (ablation e2d_no_memory)
+    solved_ce: float | None = None  # stripe remedy: skip updates of images whose CE is below this (see recovery.py)
 
 
 @register_method("e2d", "E2D: real-image start, explore random crops, exploit remembered hard crops, early stop")

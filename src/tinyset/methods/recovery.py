@@ -38,6 +38,7 @@ class RecoveryConfig:
     flip: bool = True
     batch_size: int = 100  # images optimised together (classes x slots)
     log_every: int = 50
+    solved_ce: float | None = None  # stripe remedy: skip the update of an image whose CE on this step's view is below this
 
 
 class ViewPolicy:
@@ -198,6 +199,7 @@ def recover(
     use_amp = ctx.amp and dev.type == "cuda"
     t0 = time.perf_counter()
     it = -1
+    frozen_steps = 0
     try:
         for it in tqdm(range(cfg.iterations), desc=desc, disable=not ctx.progress, leave=False):
             for pg in opt.param_groups:  # cosine over the whole budget, even if we stop early
@@ -215,8 +217,19 @@ def recover(
             loss = ce.mean() + cfg.r_bn * bn
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            solved = None
+            if cfg.solved_ce is not None:
+                # Adam keeps taking ~lr-sized steps after CE is solved (its normalised step does not
+                # shrink with the gradient); those steps paint per-class stripe templates. Restoring
+                # the rows of solved images after the step stops them (zeroing the gradient would not:
+                # Adam's momentum still moves them).
+                solved = (ce.detach() < cfg.solved_ce).view(-1, 1, 1, 1)
+                before = z.detach().clone()
             opt.step()
             with torch.no_grad():
+                if solved is not None:
+                    z.copy_(torch.where(solved, before, z))
+                    frozen_steps += int(solved.sum())
                 torch.clamp(z, lo, hi, out=z)
             ctx.counter.forward += len(z)
             ctx.counter.backward += len(z)
@@ -230,6 +243,8 @@ def recover(
     secs = time.perf_counter() - t0
     done = it + 1
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
+    if cfg.solved_ce is not None:
+        stats["frozen_image_steps"] = frozen_steps
     ctx.runlog.write(f"{desc}_done", **stats)
     x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
     return x.float().contiguous().cpu(), stats
