@@ -179,3 +179,29 @@ def test_dkd_float32_is_within_1e5_relative_of_float64(T):
         y = torch.randint(0, 10, (64,), generator=g)
         for lo, hi in zip(dkd_terms(s, t, y, T), dkd_terms(s.double(), t.double(), y, T)):
             assert abs(float(lo.double().sum() - hi.sum())) <= 1e-5 * float(hi.sum())
+
+
+def test_mixup_with_alpha_not_one_is_seeded_and_he_da_mixup_uses_reference_alpha():
+    from tinyset.data.augment import mixup
+    from tinyset.kd.he_da import DEFAULT_ALPHA
+
+    x = torch.rand(8, 3, 4, 4)
+    a = mixup(x, 0.2, torch.Generator().manual_seed(3))
+    b = mixup(x, 0.2, torch.Generator().manual_seed(3))
+    c = mixup(x, 0.2, torch.Generator().manual_seed(4))
+    assert a[2] == b[2] and torch.equal(a[0], b[0]) and a[2] != c[2]
+    assert DEFAULT_ALPHA == {"cutmix": 1.0, "mixup": 0.2}
+
+
+def test_energy_reference_threshold_rule_matches_the_strict_order_statistics():
+    from tinyset.kd.energy import energy_groups, energy_thresholds
+
+    e = torch.randn(1003, generator=torch.Generator().manual_seed(0))
+    s = torch.sort(e).values
+    low, high = energy_thresholds(e, 0.2, 0.2, rule="reference")
+    groups = energy_groups(e, low, high)
+    k = int(1003 * 0.2)  # 200: truncated, where the default rule rounds to 201
+    assert torch.equal(groups == 0, e < s[k]) and torch.equal(groups == 2, e > s[1003 - 1 - k])
+    assert int((groups == 0).sum()) == k
+    low_t, _ = energy_thresholds(e, 0.2, 0.2)
+    assert int((energy_groups(e, low_t, high) == 0).sum()) == 201
