@@ -205,3 +205,18 @@ def test_energy_reference_threshold_rule_matches_the_strict_order_statistics():
     assert int((groups == 0).sum()) == k
     low_t, _ = energy_thresholds(e, 0.2, 0.2)
     assert int((energy_groups(e, low_t, high) == 0).sum()) == 201
+
+
+def test_rded_crops_are_square_and_scored_zero_padded(digits, digits_teacher):
+    from tinyset.methods.rded import RDEDConfig
+
+    assert tuple(RDEDConfig().crop_ratio) == (1.0, 1.0)
+    ctx = MethodContext(dataset=digits, teacher=digits_teacher.model, device=torch.device("cpu"), progress=False)
+    m = build_method("rded", {"factor": 2, "pool": 8, "crops": 2}, ctx)
+    crops = torch.rand(3, 1, 8, 8)
+    view = m._score_view(crops)
+    mean = digits.info.mean[0]
+    assert view.shape == (3, 1, 16, 16) and torch.equal(view[:, :, 4:12, 4:12], crops)
+    assert torch.allclose(view[:, :, :4], torch.full((3, 1, 4, 16), mean))
+    x = m.run_unit(m.plan(1)[0], generator(0)).images
+    assert x.shape == (1, 1, 16, 16)
