@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..config import EvalConfig
 from ..data.base import Dataset, TensorSplit
 from ..errors import TinysetError
@@ -125,31 +126,32 @@ def evaluate_set(
     ``synthesis_seed(seed, s)`` (s = 0 uses ``images``), so the row's std holds synthesis variance."""
     if ds.test is None:
         raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
-    sets = {0: (images, labels)}
+    sets_cache = {0: (images, labels)}
 
     def set_for(s: int):
+        # synthesis seeds: re-synthesise per eval seed (by index, so every rank makes the same set)
         if resynthesize is None:
             return images, labels
-        if s not in sets:
-            sets[s] = resynthesize(synthesis_seed(seed, s))
-        return sets[s]
+        if s not in sets_cache:
+            sets_cache[s] = resynthesize(synthesis_seed(seed, s))
+        return sets_cache[s]
 
-    rows: list[EvalRow] = []
-    for mode in ecfg.label_modes:
-        mine = EvalRow(mode, "distilled")
-        base = EvalRow(mode, "random")
-        for s in range(ecfg.seeds):
-            sseed = derive_seed(seed, "eval", s)
-            xs, ys = set_for(s)
-            mine.accuracies.append(train_student(xs, ys, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                 amp, runlog, progress, desc=f"eval {mode} seed {s}"))
-            if ecfg.random_baseline:
-                rx, ry = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
-                base.accuracies.append(train_student(rx, ry, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                     amp, runlog, progress, desc=f"random {mode} seed {s}"))
-        rows.append(mine)
-        if ecfg.random_baseline:
-            rows.append(base)
+    # Every student is seeded by (seed, label mode, seed index, set), never by the order it trains
+    # in, so under torchrun the students are dealt to ranks and the result is the same.
+    sets = ("distilled", "random") if ecfg.random_baseline else ("distilled",)
+    jobs = [(mode, s, which) for mode in ecfg.label_modes for s in range(ecfg.seeds) for which in sets]
+    mine = {}
+    for mode, s, which in dist.shard(jobs):
+        sseed = derive_seed(seed, "eval", s)
+        if which == "distilled":
+            x, y = set_for(s)
+        else:
+            x, y = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
+        mine[(mode, s, which)] = train_student(x, y, ds, teacher, ecfg, mode, sseed, device, channels_last, amp,
+                                               runlog, progress, desc=f"{'eval' if which == 'distilled' else 'random'} {mode} seed {s}")
+    accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
+    rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
+            for mode in ecfg.label_modes for which in sets]
     report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__},
               "synthesis_seeds": [synthesis_seed(seed, s) for s in range(ecfg.seeds)] if resynthesize else [seed],
               "variance": variance_note(resynthesize is not None)}
