@@ -58,6 +58,7 @@ class EvalConfig:
     cutmix: float = 1.0  # probability of CutMix per batch (Beta(1,1) area)
     ema: float | None = None  # EMA of student weights (EDC/E2D use 0.99)
     random_baseline: bool = True  # also train on a random real subset of the same size
+    synthesis_seeds: bool = False  # re-synthesise the set for every eval seed (paired), so the std holds synthesis variance too
     he_da: float | None = None  # HE-DA: re-mix this top-energy fraction of each batch (0.5 in the paper)
     eval_batch_size: int = 500
 

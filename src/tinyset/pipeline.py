@@ -5,6 +5,7 @@ resolved config, so an interrupted run resumes where it stopped and produces the
 artifact itself is written to a temp folder and renamed (see ``artifact.save_artifact``)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,7 +68,8 @@ def synthesize(
         amp=cfg.amp, runlog=runlog, progress=progress, cache_dir=teacher.directory if teacher else None,
     )
     if teacher is not None and cfg.teacher.extra:
-        ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
+        extra = get_extra_teachers(ds, cfg.teacher, device, progress)
+        ctx.teachers, ctx.teacher_dirs = [t.model for t in extra], [t.directory for t in extra]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
     distributed = dist.is_distributed()
@@ -93,7 +95,7 @@ def synthesize(
             return None, None, {}
         for unit in units:
             if unit.key not in done:
-                x, y, _ = _load_unit(partial / f"unit_{unit.key}.safetensors")
+                x, y, _ = _load_unit(_unit_path(partial, unit))
                 done[unit.key] = (x, y, stats[unit.key])
     images, labels, slots, unit_stats = [], [], [], []
     for unit in units:
@@ -101,7 +103,7 @@ def synthesize(
         images.append(x)
         labels.append(y)
         slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
-        unit_stats.append({"unit": unit.key, **{k: v for k, v in st.items() if k != "source_indices"}})
+        unit_stats.append({"unit": unit.short_key, **{k: v for k, v in st.items() if k not in ("source_indices", "unit_classes", "unit_slots")}})
     x, y, s = torch.cat(images), torch.cat(labels), torch.cat(slots)
     order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
     summary = {"seconds": seconds, "units": unit_stats, **counter, "method_config": method.resolved_config()}
@@ -114,6 +116,12 @@ def synthesize(
     return x[order], y[order], summary
 
 
+def _unit_path(partial: Path, unit) -> Path:
+    # a short name (class range or hash): the full key lists every class and overflows file-name
+    # limits at 100+ classes per unit; the full class list is inside the stats sidecar
+    return partial / f"unit_{unit.short_key}.safetensors"
+
+
 def _load_unit(cached: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     t = load_file(str(cached))
     st = json.loads(cached.with_suffix(".json").read_text())
@@ -124,14 +132,17 @@ def _unit(method, unit, cfg: RunConfig, partial: Path | None) -> tuple[torch.Ten
     """One unit: read from the partial folder if finished, else run and store it. The stats file is
     written first and the tensors file last, each by temp file + rename, so the tensors file is
     the commit mark: present means complete, and a run killed mid-write leaves only a temp file."""
-    cached = partial / f"unit_{unit.key}.safetensors" if partial else None
-    if cached and cached.exists():
+    cached = _unit_path(partial, unit) if partial else None
+    if cached and cached.exists() and cached.with_suffix(".json").exists():
         x, y, st = _load_unit(cached)
-        return x, y, {**st, "resumed": True}
+        if st.get("unit_classes") == list(unit.classes) and st.get("unit_slots") == [unit.start, unit.stop]:
+            return x, y, {**st, "resumed": True}
+        # else a hash collision or a foreign file: recompute
     res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
     x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
     if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
-        raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+        raise TinysetError(f"method {cfg.method} returned a bad unit {unit.short_key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+    st = {**st, "unit_classes": list(unit.classes), "unit_slots": [unit.start, unit.stop]}
     if cached:
         atomic_write_text(cached.with_suffix(".json"), json.dumps(st, default=str))
         with atomic_path(cached) as tmp:
@@ -202,6 +213,8 @@ def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, 
         "synthesis": summary,
         "versions": versions(),
         "device": str(device),
+        # images are bit-identical only for the same thread count (float reduction order)
+        "torch_threads": torch.get_num_threads(),
     }
     save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
                   preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
@@ -224,8 +237,16 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
         teacher = get_teacher(ds, cfg.teacher, device, progress)
     runlog = JsonlLog(Path(path) / "log.jsonl")
     t0 = time.perf_counter()
+    resynth = None
+    if getattr(cfg.eval, "synthesis_seeds", False):
+        def resynth(run_seed: int):
+            # the same config with another run seed, synthesised in memory (no artifact)
+            other = dataclasses.replace(cfg, seed=run_seed)
+            x, y, _ = synthesize(other, ds, teacher if needs_teacher(cfg) else None, None, progress, runlog)
+            return x, y
     report = evaluate_set(art.images, art.labels, ds, teacher.model if teacher else None, cfg.eval, device,
-                          seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress)
+                          seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress,
+                          resynthesize=resynth)
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions()})

@@ -77,11 +77,14 @@ def get_teacher(
     d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
     final = d / "teacher.pt"
     if final.exists():
-        model, ckpt = load_model(final, ds.info)
-        log.info("teacher: cached %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
+        log.info("teacher: cached %s", final)
     else:
-        model = train_teacher(ds, tcfg, d, device, progress, runlog, num_workers)
-        ckpt = torch.load(final, map_location="cpu", weights_only=False)
+        train_teacher(ds, tcfg, d, device, progress, runlog, num_workers)
+    # Always the model loaded from the file, also right after training: the trainer leaves its model
+    # channels_last, a loaded one is contiguous, and the memory format changes float results (the
+    # first run's images differed from every rerun's). One code path = one teacher state.
+    model, ckpt = load_model(final, ds.info)
+    log.info("teacher: %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
     return Teacher(_freeze(model.to(device)), ref, d)
@@ -112,11 +115,13 @@ def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool 
     """The additional teachers of ``teacher.extra``: a ``.pt`` path is a checkpoint, anything else a
     model name trained (once, cached) with the same recipe as the main teacher."""
     out = []
-    for spec in tcfg.extra:
+    for i, spec in enumerate(tcfg.extra):
         if spec.endswith(".pt") or Path(spec).exists():
             cfg = dataclasses.replace(tcfg, checkpoint=spec, extra=())
         else:
-            cfg = dataclasses.replace(tcfg, model=spec, checkpoint=None, extra=())
+            # a seed of its own: an extra teacher of the main one's architecture would otherwise be
+            # the identical cached network
+            cfg = dataclasses.replace(tcfg, model=spec, checkpoint=None, extra=(), seed=tcfg.seed + 1 + i)
         out.append(get_teacher(ds, cfg, device, progress))
     return out
 

@@ -146,9 +146,12 @@ def mixup(
 
 
 def _beta(alpha: float, generator: torch.Generator | None) -> float:
-    """Beta(alpha, alpha) from a seeded generator (torch.distributions cannot take one)."""
+    """Beta(alpha, alpha) from a seeded generator (torch.distributions cannot take one): alpha 1 is
+    uniform; otherwise a numpy Beta draw seeded from ``generator``, so mixup with any alpha is
+    reproducible (an unseeded gamma draw was not)."""
     if alpha == 1.0:
         return float(torch.rand(1, generator=generator))
-    g1 = torch._standard_gamma(torch.full((1,), float(alpha)))  # noqa: SLF001 - fallback, unseeded
-    g2 = torch._standard_gamma(torch.full((1,), float(alpha)))
-    return float(g1 / (g1 + g2))
+    import numpy as np
+
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(float(alpha), float(alpha)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -99,13 +100,42 @@ def train_student(
     return float(res.test_accuracy)
 
 
+def synthesis_seed(seed: int, s: int) -> int:
+    """The run seed that synthesises the set evaluated with eval seed ``s`` (paired seeds). Seed 0
+    of the pair is the run's own seed, so the first pair evaluates the run's own artifact."""
+    return int(seed) + s
+
+
+def variance_note(resynthesised: bool) -> str:
+    """What the std of a row holds, in words (eval.md says it under the table)."""
+    if resynthesised:
+        return ("std over paired seeds: each seed re-synthesises the set (run seed + s) and trains a fresh student, "
+                "so it holds synthesis and training variance, like the random subset's (redrawn per seed)")
+    return ("std over student seeds on one synthesised set: training variance only; the random subset is redrawn "
+            "per seed, so its std also holds selection variance (set eval.synthesis_seeds=true to pair them)")
+
+
 def evaluate_set(
     images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
     device, seed: int = 0, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
+    resynthesize: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict:
-    """Evaluate a distilled set (and the random baseline) under every configured label mode."""
+    """Evaluate a distilled set (and the random baseline) under every configured label mode.
+
+    ``resynthesize(run_seed)``, when given, makes the set for eval seeds s >= 1 with run seed
+    ``synthesis_seed(seed, s)`` (s = 0 uses ``images``), so the row's std holds synthesis variance."""
     if ds.test is None:
         raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
+    sets_cache = {0: (images, labels)}
+
+    def set_for(s: int):
+        # synthesis seeds: re-synthesise per eval seed (by index, so every rank makes the same set)
+        if resynthesize is None:
+            return images, labels
+        if s not in sets_cache:
+            sets_cache[s] = resynthesize(synthesis_seed(seed, s))
+        return sets_cache[s]
+
     # Every student is seeded by (seed, label mode, seed index, set), never by the order it trains
     # in, so under torchrun the students are dealt to ranks and the result is the same.
     sets = ("distilled", "random") if ecfg.random_baseline else ("distilled",)
@@ -114,7 +144,7 @@ def evaluate_set(
     for mode, s, which in dist.shard(jobs):
         sseed = derive_seed(seed, "eval", s)
         if which == "distilled":
-            x, y = images, labels
+            x, y = set_for(s)
         else:
             x, y = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
         mine[(mode, s, which)] = train_student(x, y, ds, teacher, ecfg, mode, sseed, device, channels_last, amp,
@@ -122,7 +152,9 @@ def evaluate_set(
     accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
     rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
             for mode in ecfg.label_modes for which in sets]
-    report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}}
+    report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__},
+              "synthesis_seeds": [synthesis_seed(seed, s) for s in range(ecfg.seeds)] if resynthesize else [seed],
+              "variance": variance_note(resynthesize is not None)}
     for mode in ecfg.label_modes:
         d = next(r for r in rows if r.label_mode == mode and r.set == "distilled")
         b = next((r for r in rows if r.label_mode == mode and r.set == "random"), None)
@@ -138,4 +170,6 @@ def markdown_table(report: dict, title: str = "") -> str:
     for r in report["rows"]:
         delta = f"{imp[r['label_mode']]:+.2f}" if r["set"] == "distilled" and r["label_mode"] in imp else ""
         lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | {delta} |")
+    if report.get("variance"):
+        lines += ["", f"Variance: {report['variance']}."]
     return "\n".join(lines) + "\n"

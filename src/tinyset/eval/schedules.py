@@ -13,8 +13,10 @@ def cosine(epochs: int) -> Callable[[int], float]:
 
 def smoothed_cosine(epochs: int, stretch: float = 2.0) -> Callable[[int], float]:
     """EDC's "smoothed" schedule (ls-type cos2, st=2): a cosine stretched over ``stretch`` x the run,
-    so the lr stays high longer, for the first 5/6 of the epochs; then a linear tail to zero. Unlike
-    the reference, the tail starts from where the cosine left off (no jump)."""
+    so the lr stays high longer, for the first 5/6 of the epochs; then a linear tail to zero.
+    Deviation, kept on purpose: EDC's code drops the lr abruptly at 5/6 of the run; here the tail
+    starts from where the cosine left off (no jump), so results under this schedule are not EDC's
+    numbers exactly."""
     knee = epochs * 5 / 6
 
     def f(e: int) -> float:

@@ -47,15 +47,38 @@ def frac_count(frac: float, n: int) -> int:
     return min(n, int(math.floor(frac * n + 0.5)))
 
 
-def energy_thresholds(energies: Tensor, low_frac: float = 0.2, high_frac: float = 0.2) -> tuple[float, float]:
-    """(low, high) thresholds such that ``E <= low`` holds for the ``round(low_frac * n)`` lowest
+#: The threshold rule ``energy_thresholds`` uses by default (the trainer calls it without a rule).
+DEFAULT_THRESHOLD_RULE = "tinyset"
+THRESHOLD_RULES = ("tinyset", "reference")
+
+
+def energy_thresholds(
+    energies: Tensor, low_frac: float = 0.2, high_frac: float = 0.2, rule: str | None = None
+) -> tuple[float, float]:
+    """(low, high) thresholds for ``energy_groups`` (``E <= low`` is low, ``E >= high`` is high).
+
+    ``rule="tinyset"`` (default): ``E <= low`` holds for the ``round(low_frac * n)`` lowest
     energies and ``E >= high`` for the ``round(high_frac * n)`` highest: order statistics of the
     float64-sorted energies, so with distinct values the groups have exactly those sizes (ties at a
-    threshold join its group). A zero fraction gives -inf / +inf (empty group)."""
+    threshold join its group). A zero fraction gives -inf / +inf (empty group).
+
+    ``rule="reference"``: the released Energy KD code's ``s[int(n * r)]`` and ``s[n - 1 - int(n * r)]``
+    with strict ``<`` / ``>`` (so int(n * r) samples, truncated, minus ties); returned as the next
+    float32 below / above those values, so the inclusive ``energy_groups`` reproduces the strict rule."""
+    rule = DEFAULT_THRESHOLD_RULE if rule is None else rule
+    if rule not in THRESHOLD_RULES:
+        raise TinysetError(f"unknown energy threshold rule {rule!r}; choose {' or '.join(THRESHOLD_RULES)}")
     e = energies.detach().reshape(-1).to(torch.float64).cpu()
     n = e.numel()
     if n == 0:
         raise TinysetError("energy_thresholds got no energies")
+    if rule == "reference":
+        for f in (low_frac, high_frac):
+            if not 0.0 <= f < 1.0:
+                raise TinysetError(f"a fraction must be in [0, 1) for the reference rule, got {f}")
+        s32 = torch.sort(energies.detach().reshape(-1).float().cpu()).values
+        lo, hi = s32[int(n * low_frac)], s32[n - 1 - int(n * high_frac)]
+        return (float(torch.nextafter(lo, torch.tensor(-math.inf))), float(torch.nextafter(hi, torch.tensor(math.inf))))
     k_low, k_high = frac_count(low_frac, n), frac_count(high_frac, n)
     if k_low + k_high > n:
         raise TinysetError(f"low_frac + high_frac must be at most 1, got {low_frac} + {high_frac}")

@@ -2,7 +2,8 @@
 
 Samples the teacher is least sure of (high energy) are mixed among themselves, and the student is
 distilled on the mixed sub-batch. The released configs mix the top 50% energies with CutMix
-(lambda ~ Beta(1, 1)) and add ``0.9 * KD at T=4`` with no label loss; that is the default here.
+(lambda ~ Beta(1, 1); MixUp uses Beta(0.2, 0.2)) and add ``0.9 * KD at T=4`` with no label loss;
+that is the default here (``alpha=None`` picks the mode's reference alpha).
 (The released training script itself stops at a leftover debugger call, so those configs, not a
 run, are the reference.) Works for any image size: the CutMix box comes from the batch's H, W."""
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .energy import energy, frac_count
 from .losses import kd_divergence
 
 _MIXERS = {"cutmix": cutmix, "mixup": mixup}
+#: Beta(alpha, alpha) per mode when ``alpha`` is None: the reference's CutMix Beta(1, 1), MixUp Beta(0.2, 0.2).
+DEFAULT_ALPHA = {"cutmix": 1.0, "mixup": 0.2}
 
 
 def select_high_energy(
@@ -48,7 +51,7 @@ def high_energy_mix(
     *,
     threshold: float | None = None,
     mode: str = "cutmix",
-    alpha: float = 1.0,
+    alpha: float | None = None,
     generator: torch.Generator | None = None,
     T_e: float = 4.0,
     select: str = "energy",
@@ -75,6 +78,7 @@ def high_energy_mix(
     sub = images[index]
     if sub.shape[0] < 2:
         return sub, index
+    alpha = DEFAULT_ALPHA[mode] if alpha is None else float(alpha)
     mixed, _, _ = _MIXERS[mode](sub, alpha, generator)
     return mixed, index
 
@@ -91,7 +95,7 @@ def he_da_loss(
     mode: str = "cutmix",
     generator: torch.Generator | None = None,
     *,
-    alpha: float = 1.0,
+    alpha: float | None = None,
     threshold: float | None = None,
     T_e: float = 4.0,
     select: str = "energy",

@@ -5,6 +5,7 @@ with a generator seeded by (run seed, unit), never by run order, so class-sharde
 runs produce identical sets, and finished units are cached so an interrupted run resumes."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,7 +42,20 @@ class Unit:
 
     @property
     def key(self) -> str:
+        """The unit's full identity (every class listed): seeds derive from it."""
         return f"c{'-'.join(map(str, self.classes))}_s{self.start}-{self.stop}"
+
+    @property
+    def short_key(self) -> str:
+        """A short, stable name for files and logs: a class range when the classes are contiguous
+        (``c0-99``), else a hash of the list. The full key would exceed file-name limits with 100+
+        classes per unit (CIFAR-100, ImageNet-1K)."""
+        c = self.classes
+        if list(c) == list(range(c[0], c[0] + len(c))):
+            cls = f"c{c[0]}-{c[-1]}" if len(c) > 1 else f"c{c[0]}"
+        else:
+            cls = "h" + hashlib.sha256(",".join(map(str, c)).encode()).hexdigest()[:16]
+        return f"{cls}_s{self.start}-{self.stop}"
 
     @property
     def per_class(self) -> int:
@@ -74,6 +88,7 @@ class MethodContext:
     cache_dir: Any = None  # per-teacher cache folder (class statistics)
     counter: PassCounter = field(default_factory=PassCounter)
     teachers: list[nn.Module] = field(default_factory=list)  # extra teachers used in turn (recovery)
+    teacher_dirs: list[Any] = field(default_factory=list)  # their cache folders (their own BN statistics)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import augment as A
+from ..errors import TinysetError
 from .base import Method, Unit, UnitResult, register_method, sample_class_indices
 
 
@@ -17,7 +18,9 @@ class RDEDConfig:
     pool: int = 300  # real images drawn per class
     crops: int = 5  # random-resized crops scored per image
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (1.0, 1.0)  # square crops, as the reference (torchvision's default is 3/4-4/3)
     factor: int | None = None  # crops tiled per side; default 1 below 64px, else 2
+    score_view: str = "pad"  # factor > 1: score a crop zero-padded (normalised units) to full size, as the reference | upsample
     batch_size: int = 250
 
 
@@ -44,10 +47,10 @@ class RDED(Method):
             x, _ = ds.train.get_batch(chunk)
             n = len(chunk)
             xr = x.repeat(self.cfg.crops, 1, 1, 1)  # crop-major: row k*n + i is crop k of image i
-            boxes = A.sample_rrc_boxes(len(xr), info.image_size, info.image_size, tuple(self.cfg.crop_scale), generator=g)
+            boxes = A.sample_rrc_boxes(len(xr), info.image_size, info.image_size, tuple(self.cfg.crop_scale),
+                                       tuple(self.cfg.crop_ratio), generator=g)
             crops = A.crop_resize(xr, boxes, size)
-            # the teacher scores a crop at the resolution it was trained on
-            view = F.interpolate(crops, size=info.image_size, mode="bilinear", align_corners=False) if f > 1 else crops
+            view = self._score_view(crops) if f > 1 else crops
             logits = self.ctx.teacher(view.to(dev)).float().cpu()
             self.ctx.counter.forward += len(view)
             ce = F.cross_entropy(logits, torch.full((len(view),), c), reduction="none").view(self.cfg.crops, n)
@@ -56,6 +59,21 @@ class RDED(Method):
             best_crops.append(crops.view(self.cfg.crops, n, *crops.shape[1:])[k, torch.arange(n)])
         loss, crops = torch.cat(best_loss), torch.cat(best_crops)
         return crops[loss.argsort()[:need]]
+
+    def _score_view(self, crops: torch.Tensor) -> torch.Tensor:
+        """What the teacher scores for a crop smaller than the image: the crop centred on a
+        zero (dataset-mean) canvas, or upsampled to the full size."""
+        full = self.ctx.dataset.info.image_size
+        if self.cfg.score_view == "upsample":
+            return F.interpolate(crops, size=full, mode="bilinear", align_corners=False)
+        if self.cfg.score_view != "pad":
+            raise TinysetError(f"rded score_view must be pad or upsample, not {self.cfg.score_view!r}")
+        mean = torch.tensor(self.ctx.dataset.info.mean, dtype=crops.dtype).view(1, -1, 1, 1)
+        s = crops.shape[-1]
+        a = (full - s) // 2
+        canvas = mean.expand(crops.shape[0], crops.shape[1], full, full).clone()
+        canvas[:, :, a:a + s, a:a + s] = crops
+        return canvas
 
     def run_unit(self, unit: Unit, g: torch.Generator) -> UnitResult:
         f = self.factor()

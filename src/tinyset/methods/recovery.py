@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import augment as A
 from .base import MethodContext
-from .bn_matching import BNMatcher
+from .bn_matching import BNMatcher, BNTargets
 from .crop_memory import CropMemory
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,13 @@ class RecoveryConfig:
     r_bn: float = 0.01
     first_bn_multiplier: float = 10.0
     class_stats: bool = False  # class-conditional BN statistics beside the global ones, half weight each
-    stats_ema: float | None = None  # EMA momentum of batch statistics across steps (0.8 in EDC/E2D)
+    bn_targets: str = "view"  # view: targets measured under the loop's own view | teacher: running stats (+ un-augmented class stats)
+    stats_ema: float | None = None  # EMA momentum of batch statistics across steps (0.8 in EDC/E2D), straight-through
     crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     batch_size: int = 100  # images optimised together (classes x slots)
     log_every: int = 50
+    solved_ce: float | None = None  # stripe remedy: skip the update of an image whose CE on this step's view is below this
 
 
 class ViewPolicy:
@@ -44,6 +46,14 @@ class ViewPolicy:
 
     def view(self, x: torch.Tensor, it: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def spec(self) -> dict:
+        """What the view distribution depends on: the key of the cached BN statistics under it."""
+        return {"policy": type(self).__name__}
+
+    def sample_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A view of real images drawn like the loop's (for measuring BN targets under it)."""
+        return self.view(x, 0, g)[0]
 
     def observe(self, it: int, boxes: torch.Tensor, ce: torch.Tensor) -> bool:
         """See the per-sample CE of the step; return True to stop early."""
@@ -57,11 +67,31 @@ class ViewPolicy:
         return {}
 
 
+class ShiftPolicy(ViewPolicy):
+    """SRe2L's CIFAR recipe: a circular shift of the whole batch by (0..jitter, 0..jitter) pixels,
+    no crop, no flip (the reference's recover_cifar.py)."""
+
+    def __init__(self, jitter: int):
+        self.jitter = int(jitter)
+
+    def spec(self):
+        return {"policy": "shift", "jitter": self.jitter}
+
+    def view(self, x, it, g):
+        n, _, h, w = x.shape
+        dy, dx = (int(v) for v in torch.randint(0, self.jitter + 1, (2,), generator=g))
+        box = torch.tensor([[0.0, 0.0, float(w), float(h)]]).expand(n, 4)
+        return torch.roll(x, shifts=(dy, dx), dims=(2, 3)), box
+
+
 class SharedCropPolicy(ViewPolicy):
-    """SRe2L: one random-resized-crop box for the whole batch after a random shift (jitter)."""
+    """SRe2L's ImageNet recipe: one random-resized-crop box for the whole batch after a random shift (jitter)."""
 
     def __init__(self, scale: tuple[float, float], jitter: int, flip: bool = True):
         self.scale, self.jitter, self.flip = scale, jitter, flip
+
+    def spec(self):
+        return {"policy": "shared_crop", "scale": list(self.scale), "jitter": self.jitter, "flip": self.flip}
 
     def view(self, x, it, g):
         n, _, h, w = x.shape
@@ -78,6 +108,13 @@ class RandomCropPolicy(ViewPolicy):
 
     def __init__(self, scale: tuple[float, float], flip: bool = True):
         self.scale, self.flip = scale, flip
+
+    def spec(self):
+        # exploitation revisits explored crops, so both phases share this distribution
+        return {"policy": "random_crop", "scale": list(self.scale), "flip": self.flip}
+
+    def sample_view(self, x, g):
+        return RandomCropPolicy.view(self, x, 0, g)[0]
 
     def boxes(self, n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
         return A.sample_rrc_boxes(n, h, w, self.scale, generator=g)
@@ -141,13 +178,18 @@ def recover(
     policy: ViewPolicy,
     ctx: MethodContext,
     g: torch.Generator,
-    class_targets=None,
+    targets: list[BNTargets] | None = None,
     desc: str = "recover",
 ) -> tuple[torch.Tensor, dict]:
-    """Run the loop on one unit. Returns the last iterate (on CPU) and bookkeeping."""
+    """Run the loop on one unit. ``targets``: the BN targets of each teacher (main first; None =
+    running statistics only). Returns the last iterate (on CPU) and bookkeeping."""
     dev = ctx.device
     teachers = [ctx.teacher] + list(ctx.teachers)
-    matchers = [BNMatcher(t, cfg.first_bn_multiplier, class_targets, cfg.stats_ema) for t in teachers]
+    targets = targets or [BNTargets() for _ in teachers]
+    if len(targets) != len(teachers):
+        raise ValueError(f"{len(targets)} BN targets for {len(teachers)} teachers")
+    matchers = [BNMatcher(t, cfg.first_bn_multiplier, tg.class_stats, cfg.stats_ema, tg.global_stats)
+                for t, tg in zip(teachers, targets)]
     # The optimised tensor is the image in the dataset's normalised units, as in the reference codes,
     # so their learning rates mean the same here (Adam's step size is in the parameter's units: in
     # [0, 1] pixels the same lr would move CIFAR pixels ~4x further per step).
@@ -164,6 +206,7 @@ def recover(
     use_amp = ctx.amp and dev.type == "cuda"
     t0 = time.perf_counter()
     it = -1
+    frozen_steps = 0
     try:
         for it in tqdm(range(cfg.iterations), desc=desc, disable=not ctx.progress, leave=False):
             for pg in opt.param_groups:  # cosine over the whole budget, even if we stop early
@@ -181,8 +224,19 @@ def recover(
             loss = ce.mean() + cfg.r_bn * bn
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            solved = None
+            if cfg.solved_ce is not None:
+                # Adam keeps taking ~lr-sized steps after CE is solved (its normalised step does not
+                # shrink with the gradient); those steps paint per-class stripe templates. Restoring
+                # the rows of solved images after the step stops them (zeroing the gradient would not:
+                # Adam's momentum still moves them).
+                solved = (ce.detach() < cfg.solved_ce).view(-1, 1, 1, 1)
+                before = z.detach().clone()
             opt.step()
             with torch.no_grad():
+                if solved is not None:
+                    z.copy_(torch.where(solved, before, z))
+                    frozen_steps += int(solved.sum())
                 torch.clamp(z, lo, hi, out=z)
             ctx.counter.forward += len(z)
             ctx.counter.backward += len(z)
@@ -197,6 +251,8 @@ def recover(
     secs = time.perf_counter() - t0
     done = it + 1
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
+    if cfg.solved_ce is not None:
+        stats["frozen_image_steps"] = frozen_steps
     ctx.runlog.write(f"{desc}_done", **stats)
     x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
     return x.float().contiguous().cpu(), stats
