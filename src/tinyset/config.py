@@ -35,6 +35,7 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     cache_dir: str | None = None  # default $TINYSET_CACHE or ~/.cache/tinyset
+    trust_checkpoint: bool = False  # allow a pickled checkpoint (can run code): only for files you trust
     extra: tuple[str, ...] = ()  # more teachers for recovery, used in turn one per step: model names or .pt paths
 
 

@@ -19,6 +19,7 @@ from .errors import TinysetError
 from .eval.trainer import TrainSpec, accuracy, train
 from .kd import build_kd_loss
 from .models import get_model, load_model, save_model, sha256_file
+from .utils.files import no_litter
 from .utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
 
 def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     info = ds.info
-    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra")}
+    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra", "trust_checkpoint")}
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
@@ -68,7 +69,7 @@ def get_teacher(
 ) -> Teacher:
     """A frozen teacher for ``ds``: the user's checkpoint, else the cached one, else train it."""
     if tcfg.checkpoint:
-        model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model)
+        model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model, trust=tcfg.trust_checkpoint)
         ref = {"source": "checkpoint", "path": str(Path(tcfg.checkpoint).resolve()), "sha256": sha256_file(tcfg.checkpoint),
                "model": ckpt.get("model"), "test_accuracy": (ckpt.get("meta") or {}).get("test_accuracy")}
         dirpath = cache_root(tcfg.cache_dir) / "user" / ref["sha256"][:16]
@@ -79,11 +80,23 @@ def get_teacher(
         model, ckpt = load_model(final, ds.info)
         log.info("teacher: cached %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
     else:
+        resuming = (d / "last.pt").exists()
+        log.info("no cached teacher: %s %s on %s for %d epochs (cached afterwards in %s)",
+                 "resuming" if resuming else "training", tcfg.model, ds.info.name, tcfg.epochs, d)
         model = train_teacher(ds, tcfg, d, device, progress, runlog, num_workers)
-        ckpt = torch.load(final, map_location="cpu", weights_only=False)
+        _, ckpt = load_model(final, ds.info)
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
+    _warn_near_chance(ref["test_accuracy"], ds.info.num_classes, tcfg.model)
     return Teacher(_freeze(model.to(device)), ref, d)
+
+
+def _warn_near_chance(acc: float | None, num_classes: int, name: str) -> None:
+    """A teacher at chance level makes every soft label noise: say so loudly."""
+    chance = 100.0 / max(num_classes, 1)
+    if acc is not None and acc < 1.5 * chance:
+        log.warning("teacher %s is near chance: %.2f%% test accuracy (chance %.2f%%); train it longer "
+                    "(teacher.epochs) or check the data", name, acc, chance)
 
 
 def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool = True) -> list[Teacher]:
@@ -91,7 +104,7 @@ def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool 
     model name trained (once, cached) with the same recipe as the main teacher."""
     out = []
     for spec in tcfg.extra:
-        if spec.endswith(".pt") or Path(spec).exists():
+        if spec.endswith((".pt", ".safetensors")) or Path(spec).exists():
             cfg = dataclasses.replace(tcfg, checkpoint=spec, extra=())
         else:
             cfg = dataclasses.replace(tcfg, model=spec, checkpoint=None, extra=())
@@ -103,15 +116,17 @@ def train_teacher(
     ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None,
     num_workers: int = 0,
 ) -> nn.Module:
-    directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tcfg.seed)  # weight init
     model = get_model(tcfg.model, ds.info)
     spec = dataclasses.replace(teacher_spec(tcfg, ds.info), num_workers=num_workers)
-    res = train(
-        model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
-        checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
-        desc=f"teacher {tcfg.model}", progress=progress,
-    )
+    # a teacher that fails before its first epoch checkpoint leaves no empty cache folder behind
+    with no_litter(directory, lambda d: (d / "last.pt").exists() or (d / "teacher.pt").exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        res = train(
+            model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
+            checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
+            desc=f"teacher {tcfg.model}", progress=progress, log_fields={"stage": "teacher", "model": tcfg.model},
+        )
     meta = {"test_accuracy": res.test_accuracy, "epochs": tcfg.epochs, "config": asdict(tcfg), "dataset": ds.info.name}
     save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

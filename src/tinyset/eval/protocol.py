@@ -76,7 +76,7 @@ def kd_loss_for_eval(ecfg: EvalConfig) -> nn.Module:
 def train_student(
     images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
     mode: str, seed: int, device, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
-    desc: str = "student",
+    desc: str = "student", log_fields: dict | None = None,
 ) -> float:
     """One student from scratch on (images, labels); returns last-epoch test accuracy (percent)."""
     if mode == "soft":
@@ -93,7 +93,7 @@ def train_student(
     res = train(
         student, TensorSplit(images, labels), eval_spec(ecfg, channels_last, amp), loss, teacher=teacher,
         test_split=ds.test, device=device, seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc,
-        progress=progress,
+        progress=progress, log_fields=log_fields,
     )
     return float(res.test_accuracy)
 
@@ -106,17 +106,28 @@ def evaluate_set(
     if ds.test is None:
         raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
     rows: list[EvalRow] = []
+    total = len(ecfg.label_modes) * ecfg.seeds * (2 if ecfg.random_baseline else 1)
+    done = 0
+
+    def tick(what: str) -> str:  # the overall counter: "student k of N"
+        nonlocal done
+        done += 1
+        log.info("evaluation: student %d of %d (%s)", done, total, what)
+        return f"student {done}/{total}: {what}"
+
     for mode in ecfg.label_modes:
         mine = EvalRow(mode, "distilled")
         base = EvalRow(mode, "random")
         for s in range(ecfg.seeds):
             sseed = derive_seed(seed, "eval", s)
             mine.accuracies.append(train_student(images, labels, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                 amp, runlog, progress, desc=f"eval {mode} seed {s}"))
+                                                 amp, runlog, progress, desc=tick(f"distilled {mode} seed {s}"),
+                                                 log_fields={"stage": "eval", "set": "distilled", "label_mode": mode, "seed": s}))
             if ecfg.random_baseline:
                 rx, ry = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
                 base.accuracies.append(train_student(rx, ry, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                     amp, runlog, progress, desc=f"random {mode} seed {s}"))
+                                                     amp, runlog, progress, desc=tick(f"random {mode} seed {s}"),
+                                                     log_fields={"stage": "eval", "set": "random", "label_mode": mode, "seed": s}))
         rows.append(mine)
         if ecfg.random_baseline:
             rows.append(base)
@@ -135,5 +146,7 @@ def markdown_table(report: dict, title: str = "") -> str:
     imp = report.get("improvement_over_random", {})
     for r in report["rows"]:
         delta = f"{imp[r['label_mode']]:+.2f}" if r["set"] == "distilled" and r["label_mode"] in imp else ""
-        lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | {delta} |")
+        # one seed has no spread: say n=1 rather than print a misleading "± 0.00"
+        acc = f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if r["seeds"] > 1 else f"{r['accuracy_mean']:.2f} (n=1)"
+        lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {acc} | {delta} |")
     return "\n".join(lines) + "\n"

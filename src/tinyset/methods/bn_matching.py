@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lines otherwise
 
 from ..data.base import Dataset
 
@@ -162,7 +162,7 @@ def cached_class_statistics(
     """Class statistics, cached beside the teacher. Returns (stats, seconds spent computing them now)."""
     path = Path(cache_dir) / f"class_stats_{len(ds.train)}.pt" if cache_dir else None
     if path and path.exists():
-        return torch.load(path, weights_only=False), 0.0
+        return torch.load(path, weights_only=True), 0.0  # tensors only: never unpickle code
     t0 = time.perf_counter()
     stats = class_statistics(teacher, ds, device, progress=progress)
     secs = time.perf_counter() - t0
