@@ -267,3 +267,32 @@ def build_config(cls: type, config_file: str | None = None, overrides: list[str]
 
 def save_yaml(data: dict, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, str]]:
+    """(name, default, doc) for every field of a config dataclass, the doc being the field's trailing
+    ``# comment`` in the source (inherited fields included), for ``tinyset methods -v``."""
+    import inspect
+    import re
+    from dataclasses import MISSING
+
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if is_dataclass(k)]):
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", src, re.MULTILINE):
+            docs[m.group(1)] = m.group(2).strip()
+    rows = []
+    for f in fields(cls):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        shown = "null" if default is None else (str(default).lower() if isinstance(default, bool) else
+                                                (list(default) if isinstance(default, tuple) else default))
+        rows.append((f.name, str(shown), docs.get(f.name, "")))
+    return rows

@@ -299,6 +299,12 @@ class Artifact:
     def ipc(self) -> int | None:
         return self.manifest.get("ipc")
 
+    def as_dataset(self) -> torch.utils.data.TensorDataset:
+        """The distilled set as a torch ``Dataset`` of (image, label) pairs, for any DataLoader."""
+        if self.labels is None:
+            return torch.utils.data.TensorDataset(self.images)
+        return torch.utils.data.TensorDataset(self.images, self.labels)
+
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST_FILE
