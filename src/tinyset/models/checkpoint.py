@@ -52,6 +52,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # not a class to import: the file is corrupt, not unsafe
+            raise TinysetError(f"checkpoint {path} could not be read ({type(e).__name__}: {_first_line(e)})") from None
         if not trust:
             what = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(e) else ""
             raise TinysetError(
