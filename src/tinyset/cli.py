@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_distill)
 
     t = _sub(sub, "teacher", "train (or load from cache) a teacher and report its test accuracy",
-             "tinyset teacher --dataset digits --teacher-model convnet3 --epochs 15   # about 30 s on 2 CPU cores")
+             "tinyset teacher --dataset digits --teacher-model convnet:depth=3,width=32 --epochs 10   # the demo's teacher")
     t.add_argument("--dataset", help="see `tinyset datasets` (config default: digits)")
     t.add_argument("--teacher-model", "--model", dest="model", help="teacher architecture, see `tinyset models` (config default: convnet3)")
     t.add_argument("--epochs", type=int, help="training epochs (config default: 30)")
