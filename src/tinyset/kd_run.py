@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as dist
 from .config import ConfigError, RunConfig, save_yaml, to_dict
 from .errors import TinysetError
 from .data import load_dataset
@@ -77,33 +78,41 @@ def run_kd(cfg: RunConfig, student: str, loss: str, out: Path | None = None, epo
     ident = kd_identity(cfg, student, loss, spec, seed, he_da)
     key = _hash(ident)
     stamp = out / "kd_identity.json"
+    main = dist.is_main_process()
     if out.exists() and any(out.iterdir()):
         previous = json.loads(stamp.read_text()).get("hash") if stamp.exists() else None
         if previous != key:
             if not overwrite:
                 raise TinysetError(f"output {out} holds a different kd run ({_describe(out)}); choose another --out or pass --overwrite")
-            log.info("clearing %s (a different kd run)", out)
-            shutil.rmtree(out)
+            dist.barrier()  # every rank has read the folder before rank 0 clears it
+            if main:
+                log.info("clearing %s (a different kd run)", out)
+                shutil.rmtree(out)
         elif (out / "last.pt").exists():
             log.info("resuming the same kd run in %s", out)
     teacher = get_teacher(ds, cfg.teacher, device, progress)
     # a run that fails before its first checkpoint leaves no output folder behind
     with no_litter(out, lambda d: (d / "last.pt").exists()):
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(stamp, json.dumps({"hash": key, **ident}, indent=2, default=str))
+        if main:
+            atomic_write_text(stamp, json.dumps({"hash": key, **ident}, indent=2, default=str))
+            save_yaml({"run": to_dict(cfg), "student": student, "loss": loss, "spec": to_dict(spec), "seed": seed}, out / "config.yaml")
         torch.manual_seed(seed)
         model = get_model(student, ds.info)
-        save_yaml({"run": to_dict(cfg), "student": student, "loss": loss, "spec": to_dict(spec), "seed": seed}, out / "config.yaml")
+        # DDP under torchrun (see eval.trainer.train); rank 0 writes the checkpoint and the results
         res = train(model, ds.train, spec, build_kd_loss(loss), teacher=teacher.model if loss != "ce" or he_da else None,
                     test_split=ds.test, device=device, seed=seed, checkpoint=out / "last.pt",
-                    runlog=JsonlLog(out / "log.jsonl"), desc=f"kd {loss}", progress=progress,
-                    log_fields={"stage": "kd", "kd_loss": loss, "student": student, "seed": seed})
-    save_model(model, out / "student.pt", student, ds.info, {"test_accuracy": res.test_accuracy, "loss": loss})
+                    runlog=JsonlLog(out / "log.jsonl" if main else None), desc=f"kd {loss}", progress=progress and main,
+                    distributed=True, log_fields={"stage": "kd", "kd_loss": loss, "student": student, "seed": seed})
+    if main:
+        save_model(model, out / "student.pt", student, ds.info, {"test_accuracy": res.test_accuracy, "loss": loss})
     result = {"test_accuracy": res.test_accuracy, "loss": loss, "he_da": he_da, "student": student, "seed": seed,
               "teacher": teacher.reference, "epochs": spec.epochs, "out": str(out),
               "seconds_per_epoch": sum(h["seconds"] for h in res.history) / max(len(res.history), 1),
-              "versions": versions()}
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str))
+              "versions": versions(), "world_size": dist.get_world_size()}
+    if main:
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2, default=str))
+    dist.barrier()
     return result
 
 

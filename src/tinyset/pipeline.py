@@ -24,7 +24,8 @@ from .errors import TinysetError
 from .eval.protocol import evaluate_set, markdown_table
 from .methods import METHODS, MethodContext, build_method
 from .teacher import Teacher, get_extra_teachers, get_teacher
-from .utils.files import atomic_write_text, no_litter
+from . import distributed as dist
+from .utils.files import atomic_path, atomic_write_text, no_litter
 from .utils.progress import progress_bar
 from .utils.runlog import JsonlLog, resolve_device, versions
 from .utils.seeding import derive_seed, generator
@@ -57,7 +58,10 @@ def synthesize(
     cfg: RunConfig, ds: Dataset, teacher: Teacher | None, partial: Path | None, progress: bool = True,
     runlog: JsonlLog | None = None, classes: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Run the method over its units (resuming cached ones) and return images/labels, class-major."""
+    """Run the method over its units (resuming cached ones) and return images/labels, class-major.
+
+    Under torchrun each rank runs its round-robin share of the units and stores them in ``partial``;
+    rank 0 returns the whole set, the other ranks ``(None, None, {})``."""
     device = resolve_device(cfg.device)
     runlog = runlog or JsonlLog(None)
     ctx = MethodContext(
@@ -68,38 +72,71 @@ def synthesize(
         ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
-    images, labels, slots, unit_stats = [], [], [], []
+    distributed = dist.is_distributed()
+    if distributed and partial is None:
+        raise TinysetError("a distributed synthesis exchanges units through the partial folder; give one")
+    mine = dist.shard(units)  # all units in a single process
     t0 = time.perf_counter()
-    for unit in progress_bar(units, desc=f"{cfg.method} units", disable=not progress or len(units) < 2, leave=False):
-        cached = partial / f"unit_{unit.key}.safetensors" if partial else None
-        if cached and cached.exists():
-            t = load_file(str(cached))
-            x, y = t["images"], t["labels"]
-            st = json.loads((cached.with_suffix(".json")).read_text())
-            st["resumed"] = True
-        else:
-            res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
-            x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
-            if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
-                raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
-            if cached:
-                cached.with_suffix(".json").write_text(json.dumps(st, default=str))
-                tmp = cached.with_name(cached.name + ".tmp")
-                save_file({"images": x, "labels": y}, str(tmp))
-                tmp.replace(cached)
+    done: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {}
+    for unit in progress_bar(mine, desc=f"{cfg.method} units", disable=not progress or len(mine) < 2, leave=False):
+        done[unit.key] = _unit(method, unit, cfg, partial)
+    seconds = time.perf_counter() - t0
+    counter = ctx.counter.as_dict()
+    if distributed:
+        # every unit is on disk once all ranks pass the barrier; rank 0 reads the others' units
+        dist.barrier()
+        gathered = dist.all_gather_objects({"stats": {k: v[2] for k, v in done.items()}, "counter": counter, "seconds": seconds})
+        stats = {k: st for g in gathered for k, st in g["stats"].items()}
+        counter = {k: sum(g["counter"][k] for g in gathered) for k in counter}
+        seconds = max(g["seconds"] for g in gathered)
+        if not dist.is_main_process():
+            return None, None, {}
+        for unit in units:
+            if unit.key not in done:
+                x, y, _ = _load_unit(partial / f"unit_{unit.key}.safetensors")
+                done[unit.key] = (x, y, stats[unit.key])
+    images, labels, slots, unit_stats = [], [], [], []
+    for unit in units:
+        x, y, st = done[unit.key]
         images.append(x)
         labels.append(y)
         slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
         unit_stats.append({"unit": unit.key, **{k: v for k, v in st.items() if k != "source_indices"}})
     x, y, s = torch.cat(images), torch.cat(labels), torch.cat(slots)
     order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
-    seconds = time.perf_counter() - t0
-    summary = {"seconds": seconds, "units": unit_stats, **ctx.counter.as_dict(), "method_config": method.resolved_config()}
+    summary = {"seconds": seconds, "units": unit_stats, **counter, "method_config": method.resolved_config()}
+    if distributed:
+        summary["world_size"] = dist.get_world_size()
     for key in ("iterations_run", "iterations_saved", "class_stats_seconds"):
         vals = [u[key] for u in unit_stats if isinstance(u.get(key), (int, float))]
         if vals:
             summary[key] = sum(vals)
     return x[order], y[order], summary
+
+
+def _load_unit(cached: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    t = load_file(str(cached))
+    st = json.loads(cached.with_suffix(".json").read_text())
+    return t["images"], t["labels"], st
+
+
+def _unit(method, unit, cfg: RunConfig, partial: Path | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """One unit: read from the partial folder if finished, else run and store it. The stats file is
+    written first and the tensors file last, each by temp file + rename, so the tensors file is
+    the commit mark: present means complete, and a run killed mid-write leaves only a temp file."""
+    cached = partial / f"unit_{unit.key}.safetensors" if partial else None
+    if cached and cached.exists():
+        x, y, st = _load_unit(cached)
+        return x, y, {**st, "resumed": True}
+    res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
+    x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
+    if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
+        raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+    if cached:
+        atomic_write_text(cached.with_suffix(".json"), json.dumps(st, default=str))
+        with atomic_path(cached) as tmp:
+            save_file({"images": x, "labels": y}, str(tmp))
+    return x, y, st
 
 
 def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> DistillResult:
@@ -118,7 +155,25 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
 
 
 def _distill(cfg: RunConfig, out: Path, ds: Dataset, device, partial: Path, overwrite: bool, progress: bool) -> DistillResult:
-    chash = _config_hash(cfg)
+    if dist.is_main_process():  # one rank prepares the shared folder, the others wait for it
+        _prepare_partial(partial, _config_hash(cfg))
+    dist.barrier()
+    runlog = JsonlLog(partial / "log.jsonl")
+    runlog.write("start", config=to_dict(cfg))
+    teacher = get_teacher(ds, cfg.teacher, device, progress, runlog, cfg.data.num_workers) if needs_teacher(cfg) else None
+    t0 = time.perf_counter()
+    x, y, summary = synthesize(cfg, ds, teacher, partial, progress, runlog)
+    wall = time.perf_counter() - t0
+    if dist.is_main_process():
+        _write_run(out, cfg, ds, teacher, x, y, summary, wall, device, partial, overwrite)
+    dist.barrier()  # the artifact exists for every rank from here on
+    report = None
+    if cfg.evaluate:
+        report = evaluate_run(out, cfg, ds, teacher, progress)
+    return DistillResult(out, load_artifact(out, verify=False).manifest, report)
+
+
+def _prepare_partial(partial: Path, chash: str) -> None:
     hash_file = partial / "config_hash"
     if partial.exists() and (not hash_file.exists() or hash_file.read_text().strip() != chash):
         log.info("discarding stale partial results in %s (config changed)", partial)
@@ -126,13 +181,12 @@ def _distill(cfg: RunConfig, out: Path, ds: Dataset, device, partial: Path, over
     elif partial.exists():
         log.info("resuming from finished units in %s", partial)
     partial.mkdir(parents=True, exist_ok=True)
-    (partial / "config_hash").write_text(chash)
-    runlog = JsonlLog(partial / "log.jsonl")
-    runlog.write("start", config=to_dict(cfg))
-    teacher = get_teacher(ds, cfg.teacher, device, progress, runlog, cfg.data.num_workers) if needs_teacher(cfg) else None
-    t0 = time.perf_counter()
-    x, y, summary = synthesize(cfg, ds, teacher, partial, progress, runlog)
-    wall = time.perf_counter() - t0
+    atomic_write_text(hash_file, chash)
+
+
+def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, x: torch.Tensor, y: torch.Tensor,
+               summary: dict, wall: float, device, partial: Path, overwrite: bool) -> None:
+    """The artifact, config.yaml and log.jsonl; then the partial folder goes."""
     info = ds.info
     manifest = {
         "dataset": info.name,
@@ -156,11 +210,9 @@ def _distill(cfg: RunConfig, out: Path, ds: Dataset, device, partial: Path, over
                   preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
     save_yaml(to_dict(cfg), out / "config.yaml")
     shutil.copy(partial / "log.jsonl", out / "log.jsonl")
+    if (partial / "tensorboard").is_dir():
+        shutil.copytree(partial / "tensorboard", out / "tensorboard", dirs_exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
-    report = None
-    if cfg.evaluate:
-        report = evaluate_run(out, cfg, ds, teacher, progress)
-    return DistillResult(out, load_artifact(out, verify=False).manifest, report)
 
 
 def protocol_key(cfg: RunConfig, teacher: Teacher | None) -> str:
@@ -204,11 +256,13 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions(), "protocol": key, "title": title})
-    previous = _read_eval(Path(path) / "eval.json")
-    protocols = {**previous.get("protocols", {}), key: {k: v for k, v in report.items() if k != "protocols"}}
-    atomic_write_text(Path(path) / "eval.json", json.dumps({**report, "protocols": protocols}, indent=2, default=str))
-    tables = [markdown_table(r, r.get("title", "")) for r in protocols.values()]
-    atomic_write_text(Path(path) / "eval.md", "\n".join(tables))
+    if dist.is_main_process():  # evaluate_set gathered every rank's students; one rank writes
+        previous = _read_eval(Path(path) / "eval.json")
+        protocols = {**previous.get("protocols", {}), key: {k: v for k, v in report.items() if k != "protocols"}}
+        atomic_write_text(Path(path) / "eval.json", json.dumps({**report, "protocols": protocols}, indent=2, default=str))
+        tables = [markdown_table(r, r.get("title", "")) for r in protocols.values()]
+        atomic_write_text(Path(path) / "eval.md", "\n".join(tables))
+    dist.barrier()  # eval.json exists for every rank from here on
     return report
 
 
