@@ -15,7 +15,7 @@ def test_dotted_overrides_and_types(tmp_path):
 def test_config_errors(tmp_path):
     with pytest.raises(TinysetError, match="unknown config key 'eval.epoch'"):
         apply_mapping(RunConfig(), parse_override("eval.epoch=3"))
-    with pytest.raises(TinysetError, match="expected a number"):
+    with pytest.raises(TinysetError, match="expected an integer"):
         apply_mapping(RunConfig(), parse_override("ipc=many"))
     with pytest.raises(TinysetError, match="not found"):
         build_config(RunConfig, str(tmp_path / "none.yaml"))

@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
-from .config import RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override
+from . import __version__
+from .config import ConfigError, RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override, to_dict
 from .errors import TinysetError
 
 log = logging.getLogger("tinyset")
@@ -21,7 +23,25 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR when it is missing")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a pickled teacher checkpoint (it can run code): only for files you trust")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (and the plan) and exit")
+
     p.add_argument("--tensorboard", action="store_true", help="also write log.jsonl's scalars for TensorBoard (needs tinyset[tensorboard])")
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows a default only where there is one (None means: taken from the config / preset)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _sub(sub, name: str, helptext: str, examples: str):
+    return sub.add_parser(name, help=helptext, description=helptext, epilog="example:\n  " + examples,
+                          formatter_class=_Help)
 
 
 def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -41,9 +61,28 @@ def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunC
         cfg.eval.label_modes = tuple(args.label_modes.split(","))
     if getattr(args, "no_eval", False):
         cfg.evaluate = False
-    for o in args.set:
-        apply_mapping(cfg, parse_override(o))
+    if getattr(args, "trust_checkpoint", False):
+        cfg.teacher.trust_checkpoint = True
+    problems: list[str] = []
+    for o in args.set:  # every bad override is reported, not just the first
+        try:
+            apply_mapping(cfg, parse_override(o))
+        except ConfigError as e:
+            problems += e.problems
+        except TinysetError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError(problems)
     return cfg
+
+
+def _print_config(cfg: RunConfig, plan: dict | None = None) -> int:
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
+    for k, v in (plan or {}).items():
+        print(f"# {k}: {v}")
+    return 0
 
 
 def cmd_distill(args) -> int:
@@ -51,6 +90,11 @@ def cmd_distill(args) -> int:
 
     cfg = _run_config(args)
     out = Path(args.out or f"runs/{Path(cfg.data.dataset).name.replace(':', '_')}-{cfg.method}-ipc{cfg.ipc}")
+    if args.print_config or args.dry_run:
+        from .plan import plan_distill
+
+        return _print_config(cfg, plan_distill(cfg, out, measure=args.dry_run))
+    t0 = time.perf_counter()
     res = distill(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
     syn = res.manifest["synthesis"]
     print(f"distilled {cfg.data.dataset} with {cfg.method} at IPC {cfg.ipc}: {out}")
@@ -58,8 +102,11 @@ def cmd_distill(args) -> int:
     print(f"synthesis: {syn['seconds']:.1f}s, teacher images forward {syn['teacher_forward_images']} / backward {syn['teacher_backward_images']}{extra}")
     print(f"preview: {out / 'preview.png'}")
     if res.report:
+        from .eval.protocol import markdown_table
+
         print()
-        print((out / "eval.md").read_text())
+        print(markdown_table(res.report, res.report.get("title", "")))
+    print(f"wall time: {time.perf_counter() - t0:.1f}s")
     return 0
 
 
@@ -68,12 +115,18 @@ def cmd_teacher(args) -> int:
     from .teacher import get_teacher, teacher_accuracy
     from .utils.runlog import resolve_device
 
+    from .validate import check_against_dataset, check_config
+
     cfg = _run_config(args)
     if args.model:
         cfg.teacher.model = args.model
     if args.epochs is not None:
         cfg.teacher.epochs = args.epochs
+    if args.print_config:
+        return _print_config(cfg)
+    check_config(cfg, synthesis=False, evaluation=False, teacher=True)
     ds = load_dataset(cfg.data.dataset, cfg.data)
+    check_against_dataset(cfg, ds, synthesis=False, evaluation=False, teacher=True)
     dev = resolve_device(cfg.device)
     if args.ssl:  # self-supervised encoder (issue 15): no labels, no accuracy; features for KRR-ST/SSDD
         from .ssl import SSLConfig, get_ssl_teacher
@@ -103,13 +156,20 @@ def cmd_eval(args) -> int:
     if args.he_da is not None:
         base.eval.he_da = args.he_da
     cfg = _run_config(args, base)
+    if args.print_config:
+        return _print_config(cfg)
     if args.transfer:  # self-supervised runs: pre-train on the pairs, probe/fine-tune on a target (issue 15)
         from .ssl.pipeline import transfer_run
 
         print(transfer_run(run, args.transfer, cfg, [parse_override(o) for o in args.transfer_set], progress=not args.quiet))
         return 0
-    evaluate_run(run, cfg, progress=not args.quiet)
-    print((run / "eval.md").read_text())
+    from .eval.protocol import markdown_table
+
+    report = evaluate_run(run, cfg, progress=not args.quiet)
+    print(markdown_table(report, report.get("title", "")))
+    others = len(json.loads((run / "eval.json").read_text()).get("protocols", {})) - 1
+    if others > 0:
+        print(f"({others} other protocol(s) kept in {run / 'eval.json'} and {run / 'eval.md'})")
     return 0
 
 
@@ -150,6 +210,7 @@ def cmd_info(args) -> int:
     if teacher:
         print(f"teacher {teacher.get('model')} sha256 {str(teacher.get('sha256'))[:16]}… test accuracy {teacher.get('test_accuracy')}")
     print(f"synthesis {m['synthesis']['seconds']:.1f}s; wall {m['wall_time_seconds']:.1f}s")
+    print("checksums OK (manifest, tensors, preview)")
     if args.json:
         print(json.dumps(m, indent=2, default=str))
     return 0
@@ -176,8 +237,22 @@ def cmd_models(args) -> int:
 
 def cmd_methods(args) -> int:
     from .methods import METHODS
+    from .config import describe_fields
 
-    return _listing([(n, METHODS.describe(n)) for n in METHODS.names()])
+    names = [args.name] if getattr(args, "name", None) else METHODS.names()
+    if args.name:
+        METHODS.get(args.name)  # unknown -> one line with "did you mean"
+    if not (args.verbose or args.name):
+        return _listing([(n, METHODS.describe(n)) for n in names])
+    for n in names:
+        print(f"{n}: {METHODS.describe(n)}")
+        rows = describe_fields(METHODS.get(n).Config)
+        if not rows:
+            print("  (no options)")
+        width = max((len(f"{o} = {d}") for o, d, _ in rows), default=0)
+        for opt, default, doc in rows:
+            print(f"  method_args.{f'{opt} = {default}'.ljust(width)}  {doc}")
+    return 0
 
 
 def cmd_kd_losses(args) -> int:
@@ -190,65 +265,77 @@ def cmd_kd(args) -> int:
     from .kd_run import run_kd
 
     cfg = _run_config(args)
-    res = run_kd(cfg, student=args.student_model, loss=args.loss, out=Path(args.out), epochs=args.epochs,
-                 he_da=args.he_da, progress=not args.quiet)
-    print(f"{args.loss}: student {args.student_model} test accuracy {res['test_accuracy']:.2f}% -> {args.out}")
+    if args.print_config:
+        return _print_config(cfg, {"student": args.student_model, "loss": args.loss, "epochs": args.epochs})
+    res = run_kd(cfg, student=args.student_model, loss=args.loss, out=Path(args.out) if args.out else None,
+                 epochs=args.epochs, he_da=args.he_da, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"{args.loss}: student {args.student_model} test accuracy {res['test_accuracy']:.2f}% -> {res['out']}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinyset", description="Distil image datasets into tiny synthetic ones.")
+    p = argparse.ArgumentParser(prog="tinyset", description="Distil image datasets into tiny synthetic ones.",
+                                epilog="start with:  tinyset distill --config digits-demo --out runs/demo",
+                                formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"tinyset {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("distill", help="distil a dataset, write the artifact, evaluate it")
-    d.add_argument("--dataset", help="digits | cifar10 | mnist | npz:<path> | imagefolder:<root> ...")
-    d.add_argument("--method", help="random | rded | sre2l | e2d | herding")
-    d.add_argument("--ipc", type=int, help="images per class")
-    d.add_argument("--seed", type=int)
+    d = _sub(sub, "distill", "distil a dataset, write the artifact, evaluate it",
+             "tinyset distill --config digits-demo --out runs/demo   # the demo: 325 s of CPU time")
+    d.add_argument("--dataset", help="digits | cifar10 | mnist | npz:<path> | imagefolder:<root> (config default: digits)")
+    d.add_argument("--method", help="random | rded | sre2l | e2d | herding (config default: random); options: tinyset methods -v")
+    d.add_argument("--ipc", type=int, help="images per class (config default: 10)")
+    d.add_argument("--seed", type=int, help="run seed (config default: 0)")
     d.add_argument("--out", help="run directory (default runs/<dataset>-<method>-ipc<N>)")
-    d.add_argument("--teacher", help="your own teacher checkpoint (.pt) instead of a cached/trained one")
-    d.add_argument("--teacher-model", help="teacher architecture to train (default convnet3)")
-    d.add_argument("--seeds", type=int, help="evaluation seeds (default 3)")
-    d.add_argument("--student", help="student architecture for evaluation")
-    d.add_argument("--label-modes", help="comma list of soft,hard")
+    d.add_argument("--teacher", help="your own teacher checkpoint (.pt or .safetensors) instead of a cached/trained one")
+    d.add_argument("--teacher-model", help="teacher architecture to train (config default: convnet3)")
+    d.add_argument("--seeds", type=int, help="evaluation seeds (config default: 3)")
+    d.add_argument("--student", help="student architecture for evaluation (config default: convnet3)")
+    d.add_argument("--label-modes", help="comma list of soft,hard (config default: soft)")
     d.add_argument("--no-eval", action="store_true", help="write the artifact only")
-    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    d.add_argument("--dry-run", action="store_true", help="print the resolved config, the units and a rough time (measured on a few steps), then exit")
     _common_run_args(d)
     d.set_defaults(func=cmd_distill)
 
-    t = sub.add_parser("teacher", help="train (or load from cache) a teacher and report its test accuracy")
-    t.add_argument("--dataset")
-    t.add_argument("--model", help="teacher architecture (see `tinyset models`)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--teacher", help="evaluate your own checkpoint instead")
+    t = _sub(sub, "teacher", "train (or load from cache) a teacher and report its test accuracy",
+             "tinyset teacher --dataset digits --teacher-model convnet:depth=3,width=32 --epochs 10   # the demo's teacher")
+    t.add_argument("--dataset", help="see `tinyset datasets` (config default: digits)")
+    t.add_argument("--teacher-model", "--model", dest="model", help="teacher architecture, see `tinyset models` (config default: convnet3)")
+    t.add_argument("--epochs", type=int, help="training epochs (config default: 30)")
+    t.add_argument("--teacher", help="evaluate your own checkpoint (.pt or .safetensors) instead")
     t.add_argument("--ssl", help="train a self-supervised encoder instead (barlow_twins)")
     _common_run_args(t)
     t.set_defaults(func=cmd_teacher)
 
-    e = sub.add_parser("eval", help="train fresh students on a run's distilled set (and a random subset)")
-    e.add_argument("run")
-    e.add_argument("--seeds", type=int)
-    e.add_argument("--student")
-    e.add_argument("--epochs", type=int)
-    e.add_argument("--kd", help="soft-label loss (see `tinyset kd-losses`)")
-    e.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA: re-mix this top-energy fraction (default 0.5)")
+    e = _sub(sub, "eval", "train fresh students on a run's distilled set (and a random subset)",
+             "tinyset eval runs/demo --seeds 1 --label-modes hard --set eval.epochs=40")
+    e.add_argument("run", help="a run directory written by `tinyset distill`")
+    e.add_argument("--seeds", type=int, help="students per set and label mode (default: the run's config)")
+    e.add_argument("--student", help="student architecture (default: the run's config)")
+    e.add_argument("--epochs", type=int, help="student epochs (default: the run's config)")
+    e.add_argument("--kd", help="soft-label loss, see `tinyset kd-losses` (default: the run's config)")
+    e.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA: re-mix this top-energy fraction (0.5 when given without a value)")
     e.add_argument("--label-modes", help="comma list of soft,hard")
-    e.add_argument("--teacher")
+    e.add_argument("--teacher", help="teacher checkpoint for soft labels (default: the run's teacher)")
     e.add_argument("--transfer", metavar="TARGET", help="self-supervised runs: transfer to this dataset (linear probe + fine-tune)")
     e.add_argument("--transfer-set", action="append", default=[], metavar="KEY=VALUE", help="TransferConfig override, e.g. finetune_epochs=5")
     _common_run_args(e)
     e.set_defaults(func=cmd_eval)
 
-    x = sub.add_parser("export", help="export a distilled set: imagefolder (PNGs), ddranking (tensors + soft labels), hf (datasets)")
-    x.add_argument("run")
+    x = _sub(sub, "export", "export a distilled set: imagefolder (PNGs), ddranking (tensors + soft labels), hf (datasets)",
+             "tinyset export runs/demo --to imagefolder runs/demo-png")
+    x.add_argument("run", help="a run or artifact directory")
     x.add_argument("--to", default="imagefolder", help="imagefolder | ddranking | hf")
-    x.add_argument("out")
-    x.add_argument("--overwrite", action="store_true")
+    x.add_argument("out", help="destination folder")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    x.add_argument("--quiet", action="store_true", help="no info logs")
     x.set_defaults(func=cmd_export)
 
-    i = sub.add_parser("info", help="describe an artifact (checks its checksums)")
-    i.add_argument("run")
+    i = _sub(sub, "info", "describe an artifact (checks its checksums)", "tinyset info runs/demo")
+    i.add_argument("run", help="a run or artifact directory")
     i.add_argument("--json", action="store_true", help="also print the whole manifest")
+    i.add_argument("--quiet", action="store_true", help="no info logs")
     i.set_defaults(func=cmd_info)
 
     im = sub.add_parser("import", help="turn another tool's distilled images (ImageFolder or tensor file) into a tinyset run")
@@ -266,23 +353,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default="tinyset report")
     r.set_defaults(func=cmd_report)
 
-    k = sub.add_parser("kd", help="knowledge distillation on a full dataset (teacher -> student)")
-    k.add_argument("--dataset")
+    k = _sub(sub, "kd", "knowledge distillation on a full dataset (teacher -> student)",
+             "tinyset kd --dataset digits --student convnet:depth=3,width=32 --loss dkd --epochs 5   # 5 epochs on 1,437 images")
+    k.add_argument("--dataset", help="see `tinyset datasets` (config default: digits)")
     k.add_argument("--teacher", help="teacher checkpoint (default: cached/trained teacher.model)")
-    k.add_argument("--teacher-model")
-    k.add_argument("--student", dest="student_model", default="convnet:depth=3,width=32")
+    k.add_argument("--teacher-model", help="teacher architecture (config default: convnet3)")
+    k.add_argument("--student", dest="student_model", default="convnet:depth=3,width=32", help="student architecture")
     k.add_argument("--loss", default="kd", help="see `tinyset kd-losses`")
-    k.add_argument("--epochs", type=int, default=30)
-    k.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None)
-    k.add_argument("--out", default="runs/kd")
+    k.add_argument("--epochs", type=int, default=30, help="student epochs")
+    k.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA fraction (0.5 when given without a value)")
+    k.add_argument("--out", help="output folder (default runs/kd-<dataset>-<loss>-<student>-e<epochs>); a folder of a different kd run is refused")
+    k.add_argument("--overwrite", action="store_true", help="clear an --out that holds a different kd run")
     _common_run_args(k)
     k.set_defaults(func=cmd_kd)
 
     for name, fn, helptext in (
         ("datasets", cmd_datasets, "list datasets"), ("models", cmd_models, "list models"),
-        ("methods", cmd_methods, "list distillation methods"), ("kd-losses", cmd_kd_losses, "list KD losses"),
+        ("methods", cmd_methods, "list distillation methods (-v: with their options)"), ("kd-losses", cmd_kd_losses, "list KD losses"),
     ):
-        s = sub.add_parser(name, help=helptext)
+        s = _sub(sub, name, helptext, f"tinyset {name}" + (" -v" if name == "methods" else ""))
+        if name == "methods":
+            s.add_argument("name", nargs="?", help="one method: show its options")
+            s.add_argument("-v", "--verbose", action="store_true", help="list each method's options with defaults and docs")
+        s.add_argument("--quiet", action="store_true", help="no info logs")
         s.set_defaults(func=fn)
     return p
 
@@ -310,9 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except ConfigError as e:
+        for problem in e.problems:  # one line per bad value
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     except TinysetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `tinyset info --json | head`: the reader left; stop quietly (and keep Python's exit flush quiet)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished units are kept and the next run resumes from them", file=sys.stderr)
         return 130

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -37,6 +38,7 @@ class TeacherConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     cache_dir: str | None = None  # default $TINYSET_CACHE or ~/.cache/tinyset
+    trust_checkpoint: bool = False  # allow a pickled checkpoint (can run code): only for files you trust
     extra: tuple[str, ...] = ()  # more teachers for recovery, used in turn one per step: model names or .pt paths
 
 
@@ -88,45 +90,137 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Convert a YAML value to the type of the field's current value (tuples stay tuples)."""
-    if current is None or value is None:
+class ConfigError(TinysetError):
+    """Several bad config values at once: the CLI prints one ``error:`` line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = [" ".join(p.split()) for p in problems]
+        super().__init__("; ".join(self.problems))
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type (``float | None``, ``tuple[float, float]``,
+    ``tuple[str, ...]``, ...). YAML reads ``1e-3`` as a string, so numbers are parsed from strings too."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any or hint is object:
         return value
-    if isinstance(current, bool):
-        if not isinstance(value, bool):
-            raise TinysetError(f"config key {key}: expected true/false, got {value!r}")
-        return value
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if origin in (Union, UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if len(non_none) < len(args):
+                return None
+        errors = []
+        for a in non_none:
+            try:
+                return coerce(value, a, key)
+            except TinysetError as e:
+                errors.append(str(e))
+        allowed = " or ".join(_type_name(a) for a in non_none) + (" or null" if len(non_none) < len(args) else "")
+        raise TinysetError(f"config key {key}: expected {allowed}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, int)) and str(value).strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[str(value).strip().lower()]
+        raise TinysetError(f"config key {key}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise TinysetError(f"config key {key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value) if isinstance(value, (str, float)) else None
+        except ValueError:
+            f = None
+        if f is not None and f.is_integer():
+            return int(f)
+        raise TinysetError(f"config key {key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
             raise TinysetError(f"config key {key}: expected a number, got {value!r}")
-        return type(current)(value) if isinstance(current, float) or float(value).is_integer() else value
-    if isinstance(current, tuple):
-        seq = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(seq)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TinysetError(f"config key {key}: expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise TinysetError(f"config key {key}: expected a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        seq = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], key) for v in seq)
+        if args and len(seq) != len(args):
+            raise TinysetError(f"config key {key}: expected {len(args)} values like [{', '.join(_type_name(a) for a in args)}], got {value!r}")
+        return tuple(coerce(v, a, key) for v, a in zip(seq, args)) if args else tuple(seq)
+    if origin is list or hint is list:
+        seq = list(value) if isinstance(value, (list, tuple)) else [value]
+        return [coerce(v, args[0], key) for v in seq] if args else seq
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise TinysetError(f"config key {key}: expected a mapping, got {value!r}")
+        return dict(value)
     return value
 
 
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to no coercion
+        return {}
+
+
 def apply_mapping(cfg: Any, mapping: dict, prefix: str = "") -> Any:
-    """Set fields of a (nested) dataclass from a mapping; unknown keys are errors."""
+    """Set fields of a (nested) dataclass from a mapping, converting each value to the field's
+    declared type. Every bad key or value is reported (one problem each) before anything is set."""
+    problems: list[str] = []
+    updates = _collect(cfg, mapping, prefix, problems)
+    if problems:
+        raise ConfigError(problems)
+    for target, key, value in updates:
+        setattr(target, key, value)
+    return cfg
+
+
+def _collect(cfg: Any, mapping: dict, prefix: str, problems: list[str]) -> list[tuple[Any, str, Any]]:
     names = {f.name for f in fields(cfg)}
+    hints = _hints(type(cfg))
+    updates: list[tuple[Any, str, Any]] = []
     for key, value in mapping.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise TinysetError(f"unknown config key {full!r}; known here: {', '.join(sorted(names))}")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+            problems.append(f"unknown config key {full!r}; {hint}known here: {', '.join(sorted(names))}")
+            continue
         current = getattr(cfg, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
-                raise TinysetError(f"config key {full!r} is a section; give it a mapping")
-            apply_mapping(current, value, prefix=f"{full}.")
+                problems.append(f"config key {full!r} is a section; give it a mapping")
+                continue
+            updates += _collect(current, value, f"{full}.", problems)
         elif isinstance(current, dict):
-            merged = dict(current)
-            merged.update(value if isinstance(value, dict) else {})
             if not isinstance(value, dict):
-                raise TinysetError(f"config key {full!r} takes a mapping")
-            setattr(cfg, key, merged)
+                problems.append(f"config key {full!r} takes a mapping")
+                continue
+            updates.append((cfg, key, {**current, **value}))
         else:
-            setattr(cfg, key, _coerce(value, current, full))
-    return cfg
+            try:
+                updates.append((cfg, key, coerce(value, hints.get(key, Any), full)))
+            except TinysetError as e:
+                problems.append(str(e))
+    return updates
 
 
 def parse_override(text: str) -> dict:
@@ -177,3 +271,32 @@ def build_config(cls: type, config_file: str | None = None, overrides: list[str]
 
 def save_yaml(data: dict, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, str]]:
+    """(name, default, doc) for every field of a config dataclass, the doc being the field's trailing
+    ``# comment`` in the source (inherited fields included), for ``tinyset methods -v``."""
+    import inspect
+    import re
+    from dataclasses import MISSING
+
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if is_dataclass(k)]):
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", src, re.MULTILINE):
+            docs[m.group(1)] = m.group(2).strip()
+    rows = []
+    for f in fields(cls):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        shown = "null" if default is None else (str(default).lower() if isinstance(default, bool) else
+                                                (list(default) if isinstance(default, tuple) else default))
+        rows.append((f.name, str(shown), docs.get(f.name, "")))
+    return rows

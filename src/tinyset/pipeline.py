@@ -26,9 +26,11 @@ from .eval.protocol import evaluate_set, markdown_table
 from .methods import METHODS, MethodContext, build_method
 from .teacher import Teacher, get_extra_teachers, get_teacher
 from . import distributed as dist
-from .utils.files import atomic_path, atomic_write_text
+from .utils.files import atomic_path, atomic_write_text, no_litter
+from .utils.progress import progress_bar
 from .utils.runlog import JsonlLog, resolve_device, versions
 from .utils.seeding import derive_seed, generator
+from .validate import check_against_dataset, check_config
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,8 @@ def synthesize(
         raise TinysetError("a distributed synthesis exchanges units through the partial folder; give one")
     mine = dist.shard(units)  # all units in a single process
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-
     done: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {}
-    for unit in tqdm(mine, desc=f"{cfg.method} units", disable=not progress or len(mine) < 2, leave=False):
+    for unit in progress_bar(mine, desc=f"{cfg.method} units", disable=not progress or len(mine) < 2, leave=False):
         done[unit.key] = _unit(method, unit, cfg, partial)
     seconds = time.perf_counter() - t0
     counter = ctx.counter.as_dict()
@@ -154,20 +154,27 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
     out = Path(out)
     if out.exists() and not overwrite:
         raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
-    if cfg.ipc < 1:
-        raise TinysetError(f"ipc must be at least 1, got {cfg.ipc}")
-    if getattr(METHODS.get(cfg.method), "self_supervised", False):  # unknown method fails before any work
+    # Every name, type and range is checked before anything is trained or written.
+    check_config(cfg)
+    if getattr(METHODS.get(cfg.method), "self_supervised", False):
         from .ssl.pipeline import distill_ssl  # whole-set, label-free methods (krr_st, ssdd)
 
         return distill_ssl(cfg, out, overwrite, progress)
+    ds = load_dataset(cfg.data.dataset, cfg.data)
+    check_against_dataset(cfg, ds)
+    device = resolve_device(cfg.device)
     partial = out.parent / f".{out.name}.partial"
+    # a run that fails before finishing a unit leaves no hidden .partial folder (nor its parents)
+    with no_litter(partial, lambda p: any(p.glob("unit_*.safetensors"))):
+        return _distill(cfg, out, ds, device, partial, overwrite, progress)
+
+
+def _distill(cfg: RunConfig, out: Path, ds: Dataset, device, partial: Path, overwrite: bool, progress: bool) -> DistillResult:
     if dist.is_main_process():  # one rank prepares the shared folder, the others wait for it
         _prepare_partial(partial, _config_hash(cfg))
     dist.barrier()
     runlog = JsonlLog(partial / "log.jsonl")
     runlog.write("start", config=to_dict(cfg))
-    device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data.dataset, cfg.data)
     teacher = get_teacher(ds, cfg.teacher, device, progress, runlog, cfg.data.num_workers) if needs_teacher(cfg) else None
     t0 = time.perf_counter()
     x, y, summary = synthesize(cfg, ds, teacher, partial, progress, runlog)
@@ -225,11 +232,33 @@ def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, 
     shutil.rmtree(partial, ignore_errors=True)
 
 
+def protocol_key(cfg: RunConfig, teacher: Teacher | None) -> str:
+    """One evaluation result per protocol: the hash of the resolved eval config, seed and teacher."""
+    ident = {"eval": to_dict(cfg.eval), "seed": cfg.seed, "teacher": (teacher.reference or {}).get("sha256") if teacher else None}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def protocol_title(cfg: RunConfig) -> str:
+    """Names everything that changes the numbers, so two tables are never confused."""
+    e = cfg.eval
+    labels = "/".join(e.label_modes)
+    loss = f"{e.loss} T={e.temperature:g}" if "soft" in e.label_modes else "ce"
+    return (f"student {e.student}, {e.epochs} epochs, {e.optimizer} lr {e.lr:g} {e.schedule}, labels {labels}, "
+            f"loss {loss}, crop [{e.crop_scale[0]:g}, {e.crop_scale[1]:g}], cutmix {e.cutmix:g}, "
+            f"EMA {e.ema if e.ema is not None else 'off'}, HE-DA {e.he_da if e.he_da is not None else 'off'}, {e.seeds} seed(s)")
+
+
 def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, teacher: Teacher | None = None, progress: bool = True) -> dict:
-    """Evaluate an artifact directory and write ``eval.json`` and ``eval.md`` beside it."""
+    """Evaluate an artifact directory and record the result beside it.
+
+    ``eval.json`` keeps one result per protocol under ``protocols`` (keyed by ``protocol_key``), so
+    evaluating again with other settings adds a result instead of overwriting; its top level is the
+    latest result. ``eval.md`` holds one table per protocol, each titled with its protocol."""
+    check_config(cfg, synthesis=False, evaluation=True)
     art = load_artifact(path)
     if ds is None:
         ds = load_dataset(cfg.data.dataset, cfg.data)
+        check_against_dataset(cfg, ds, synthesis=False, evaluation=True)
     if art.manifest.get("dataset") != ds.info.name:
         raise TinysetError(f"artifact {path} was distilled from {art.manifest.get('dataset')}, not {ds.info.name}")
     device = resolve_device(cfg.device)
@@ -247,12 +276,29 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     report = evaluate_set(art.images, art.labels, ds, teacher.model if teacher else None, cfg.eval, device,
                           seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress,
                           resynthesize=resynth)
+    key = protocol_key(cfg, teacher)
+    title = f"{art.manifest.get('method')} on {ds.info.name}, IPC {art.manifest.get('ipc')}: {protocol_title(cfg)}"
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
-                   "seconds": time.perf_counter() - t0, "versions": versions()})
+                   "seconds": time.perf_counter() - t0, "versions": versions(), "protocol": key, "title": title})
     if dist.is_main_process():  # evaluate_set gathered every rank's students; one rank writes
-        atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
-        title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
-        atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
+        previous = _read_eval(Path(path) / "eval.json")
+        protocols = {**previous.get("protocols", {}), key: {k: v for k, v in report.items() if k != "protocols"}}
+        atomic_write_text(Path(path) / "eval.json", json.dumps({**report, "protocols": protocols}, indent=2, default=str))
+        tables = [markdown_table(r, r.get("title", "")) for r in protocols.values()]
+        atomic_write_text(Path(path) / "eval.md", "\n".join(tables))
     dist.barrier()  # eval.json exists for every rank from here on
     return report
+
+
+def _read_eval(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; starting a new one", path)
+        return {}
+    if "protocols" not in data and "rows" in data:  # written before results were keyed by protocol
+        data = {"protocols": {data.get("protocol", "earlier"): data}}
+    return data

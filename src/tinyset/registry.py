@@ -31,8 +31,14 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise TinysetError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise TinysetError(f"unknown {self.kind} {name!r}; {self.suggest(name)}known: {', '.join(sorted(self._entries)) or 'none'}") from None
+
+    def suggest(self, name: str) -> str:
+        """``"did you mean 'e2d'? "`` for a near miss, else an empty string."""
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1, cutoff=0.6)
+        return f"did you mean {close[0]!r}? " if close else ""
 
     def describe(self, name: str) -> str:
         return self._docs.get(name, "")

@@ -21,7 +21,7 @@ from .kd import build_kd_loss
 from .models import get_model, load_model, save_model, sha256_file
 from .models.pretrained import pretrained_teacher
 from .utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teacher.cache_root)
-from .utils.files import atomic_write_text
+from .utils.files import atomic_write_text, no_litter
 from .utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
 
 def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     info = ds.info
-    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra")}
+    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra", "trust_checkpoint")}
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
@@ -69,16 +69,17 @@ def get_teacher(
     if tcfg.pretrained:
         return _pretrained(ds, tcfg, device)
     if tcfg.checkpoint:
-        model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model)
+        model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model, trust=tcfg.trust_checkpoint)
         ref = {"source": "checkpoint", "path": str(Path(tcfg.checkpoint).resolve()), "sha256": sha256_file(tcfg.checkpoint),
                "model": ckpt.get("model"), "test_accuracy": (ckpt.get("meta") or {}).get("test_accuracy")}
         dirpath = cache_root(tcfg.cache_dir) / "user" / ref["sha256"][:16]
         return Teacher(_freeze(model.to(device)), ref, dirpath)
     d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
     final = d / "teacher.pt"
-    if final.exists():
-        log.info("teacher: cached %s", final)
-    else:
+    if not final.exists():
+        resuming = (d / "last.pt").exists()
+        log.info("no cached teacher: %s %s on %s for %d epochs (cached afterwards in %s)",
+                 "resuming" if resuming else "training", tcfg.model, ds.info.name, tcfg.epochs, d)
         train_teacher(ds, tcfg, d, device, progress, runlog, num_workers)
     # Always the model loaded from the file, also right after training: the trainer leaves its model
     # channels_last, a loaded one is contiguous, and the memory format changes float results (the
@@ -87,7 +88,16 @@ def get_teacher(
     log.info("teacher: %s (test accuracy %.2f%%)", final, ckpt["meta"].get("test_accuracy", float("nan")))
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
+    _warn_near_chance(ref["test_accuracy"], ds.info.num_classes, tcfg.model)
     return Teacher(_freeze(model.to(device)), ref, d)
+
+
+def _warn_near_chance(acc: float | None, num_classes: int, name: str) -> None:
+    """A teacher at chance level makes every soft label noise: say so loudly."""
+    chance = 100.0 / max(num_classes, 1)
+    if acc is not None and acc < 1.5 * chance:
+        log.warning("teacher %s is near chance: %.2f%% test accuracy (chance %.2f%%); train it longer "
+                    "(teacher.epochs) or check the data", name, acc, chance)
 
 
 def _pretrained(ds: Dataset, tcfg: TeacherConfig, device) -> Teacher:
@@ -116,7 +126,7 @@ def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool 
     model name trained (once, cached) with the same recipe as the main teacher."""
     out = []
     for i, spec in enumerate(tcfg.extra):
-        if spec.endswith(".pt") or Path(spec).exists():
+        if spec.endswith((".pt", ".safetensors")) or Path(spec).exists():
             cfg = dataclasses.replace(tcfg, checkpoint=spec, extra=())
         else:
             # a seed of its own: an extra teacher of the main one's architecture would otherwise be
@@ -130,16 +140,19 @@ def train_teacher(
     ds: Dataset, tcfg: TeacherConfig, directory: Path, device, progress: bool = True, runlog: JsonlLog | None = None,
     num_workers: int = 0,
 ) -> nn.Module:
-    directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tcfg.seed)  # weight init
     model = get_model(tcfg.model, ds.info)
     spec = dataclasses.replace(teacher_spec(tcfg, ds.info), num_workers=num_workers)
-    # under torchrun every rank trains its share (DDP) and rank 0 writes the files
-    res = train(
-        model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
-        checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
-        desc=f"teacher {tcfg.model}", progress=progress and dist.is_main_process(), distributed=True,
-    )
+    # a teacher that fails before its first epoch checkpoint leaves no empty cache folder behind
+    with no_litter(directory, lambda d: (d / "last.pt").exists() or (d / "teacher.pt").exists()):
+        directory.mkdir(parents=True, exist_ok=True)
+        # under torchrun every rank trains its share (DDP) and rank 0 writes the files
+        res = train(
+            model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
+            checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
+            desc=f"teacher {tcfg.model}", progress=progress and dist.is_main_process(), distributed=True,
+            log_fields={"stage": "teacher", "model": tcfg.model},
+        )
     meta = {"test_accuracy": res.test_accuracy, "epochs": tcfg.epochs, "config": asdict(tcfg), "dataset": ds.info.name}
     if dist.is_distributed():
         meta["world_size"] = dist.get_world_size()

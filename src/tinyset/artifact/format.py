@@ -346,6 +346,12 @@ class Artifact:
     def ipc(self) -> int | None:
         return self.manifest.get("ipc")
 
+    def as_dataset(self) -> torch.utils.data.TensorDataset:
+        """The distilled set as a torch ``Dataset`` of (image, label) pairs, for any DataLoader."""
+        if self.labels is None:
+            return torch.utils.data.TensorDataset(self.images)
+        return torch.utils.data.TensorDataset(self.images, self.labels)
+
 
 def decoder_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest's decoder; format-1 artifacts are plain pixels."""

@@ -78,7 +78,7 @@ def kd_loss_for_eval(ecfg: EvalConfig) -> nn.Module:
 def train_student(
     images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
     mode: str, seed: int, device, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
-    desc: str = "student",
+    desc: str = "student", log_fields: dict | None = None,
 ) -> float:
     """One student from scratch on (images, labels); returns last-epoch test accuracy (percent)."""
     if mode == "soft":
@@ -95,7 +95,7 @@ def train_student(
     res = train(
         student, TensorSplit(images, labels), eval_spec(ecfg, channels_last, amp), loss, teacher=teacher,
         test_split=ds.test, device=device, seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc,
-        progress=progress,
+        progress=progress, log_fields=log_fields,
     )
     return float(res.test_accuracy)
 
@@ -141,14 +141,18 @@ def evaluate_set(
     sets = ("distilled", "random") if ecfg.random_baseline else ("distilled",)
     jobs = [(mode, s, which) for mode in ecfg.label_modes for s in range(ecfg.seeds) for which in sets]
     mine = {}
-    for mode, s, which in dist.shard(jobs):
+    my_jobs = dist.shard(jobs)
+    for k, (mode, s, which) in enumerate(my_jobs, 1):
+        # the overall counter: "student k of N" (of this rank's share under torchrun)
+        log.info("evaluation: student %d of %d (%s %s seed %d)", k, len(my_jobs), which, mode, s)
         sseed = derive_seed(seed, "eval", s)
         if which == "distilled":
             x, y = set_for(s)
         else:
             x, y = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
         mine[(mode, s, which)] = train_student(x, y, ds, teacher, ecfg, mode, sseed, device, channels_last, amp,
-                                               runlog, progress, desc=f"{'eval' if which == 'distilled' else 'random'} {mode} seed {s}")
+                                               runlog, progress, desc=f"student {k}/{len(my_jobs)}: {which} {mode} seed {s}",
+                                               log_fields={"stage": "eval", "set": which, "label_mode": mode, "seed": s})
     accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
     rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
             for mode in ecfg.label_modes for which in sets]
@@ -169,7 +173,9 @@ def markdown_table(report: dict, title: str = "") -> str:
     imp = report.get("improvement_over_random", {})
     for r in report["rows"]:
         delta = f"{imp[r['label_mode']]:+.2f}" if r["set"] == "distilled" and r["label_mode"] in imp else ""
-        lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f} | {delta} |")
+        # one seed has no spread: say n=1 rather than print a misleading "± 0.00"
+        acc = f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if r["seeds"] > 1 else f"{r['accuracy_mean']:.2f} (n=1)"
+        lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {acc} | {delta} |")
     if report.get("variance"):
         lines += ["", f"Variance: {report['variance']}."]
     return "\n".join(lines) + "\n"

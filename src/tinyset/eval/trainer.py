@@ -5,7 +5,6 @@ is checkpointed with the weights, so a run resumed after an interruption ends wi
 weights of an uninterrupted run."""
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,13 +13,14 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import distributed as dist
 from ..data import augment as A
 from ..data.base import Split
 from ..errors import TinysetError
 from ..models.checkpoint import atomic_torch_save
+from ..utils.progress import progress_bar
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
 from .schedules import get_schedule
@@ -106,22 +106,10 @@ def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: i
     return 100.0 * correct / max(len(split), 1)
 
 
-class _EMA:
-    """Exponential moving average of weights and buffers (EDC/E2D evaluate with decay 0.99)."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for e, m in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if e.dtype.is_floating_point:
-                e.mul_(self.decay).add_(m.detach(), alpha=1 - self.decay)
-            else:
-                e.copy_(m)
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """EMA of weights and buffers (BN statistics too; EDC/E2D evaluate with decay 0.99): PyTorch's
+    own ``AveragedModel`` with ``get_ema_multi_avg_fn``. The first update copies the weights."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _energy_thresholds(teacher: nn.Module, split: Split, spec: TrainSpec, device, seed: int) -> tuple[float, float]:
@@ -171,10 +159,12 @@ def train(
     desc: str = "train",
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    log_fields: dict | None = None,
     distributed: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``split`` with ``loss_fn`` (a KD-loss module) and return last-epoch test
     accuracy. With ``checkpoint`` it saves after every epoch and resumes from an existing file.
+    ``log_fields`` (e.g. stage, seed, label_mode) go into every ``log.jsonl`` record of this run.
 
     With ``distributed`` under torchrun the model trains as DistributedDataParallel: a
     DistributedSampler deals each epoch's shuffled indices to ranks, each rank takes
@@ -182,6 +172,7 @@ def train(
     meaning) and draws its augmentations from its own generator; rank 0 writes the checkpoint. The
     weights are not bit-identical to a one-process run (another batch composition and summation
     order), only statistically equivalent."""
+    log_fields = {"stage": desc, **(log_fields or {})}
     device = torch.device(device)
     ddp = distributed and dist.is_distributed()
     # a non-DDP train under torchrun (one student per rank) behaves exactly like a single process
@@ -207,14 +198,14 @@ def train(
         net = DistributedDataParallel(model, device_ids=ids)
     opt = _optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, get_schedule(spec.schedule, spec.epochs))
-    ema = _EMA(model, spec.ema) if spec.ema else None
+    ema = make_ema(model, spec.ema) if spec.ema else None
     g = generator(seed + 104729 * rank)  # rank 0 (and a single process) keeps the plain seed
     history: list[dict] = []
     start_epoch = 0
     ckpt_path = Path(checkpoint) if checkpoint else None
     thresholds = None
     if ckpt_path and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -225,7 +216,7 @@ def train(
             log.warning("%s: checkpoint was written by %d process(es), this run has %d; augmentation streams restart",
                         desc, len(gens), world)
         if ema and state.get("ema") is not None:
-            ema.model.load_state_dict(state["ema"])
+            ema.load_state_dict(state["ema"])
         history = state["history"]
         start_epoch = state["epoch"]
         thresholds = state.get("energy_thresholds")
@@ -237,8 +228,12 @@ def train(
     use_amp = spec.amp and device.type == "cuda"
     n = len(split)
     t0 = time.perf_counter()
-    bar = tqdm(range(start_epoch, spec.epochs), desc=desc, disable=not progress, leave=False, initial=start_epoch, total=spec.epochs)
-    for epoch in bar:
+    bs = spec.batch_size
+    per_epoch = len(range(0, n, bs)) - (1 if n >= 2 and n % bs == 1 else 0)  # a last batch of one is dropped
+    # one bar over every batch of the run, so a long epoch still shows movement and an ETA
+    bar = progress_bar(total=spec.epochs * per_epoch, initial=start_epoch * per_epoch, desc=desc, disable=not progress,
+                       leave=False, unit="batch")
+    for epoch in range(start_epoch, spec.epochs):
         model.train()
         if hasattr(loss_fn, "set_progress"):
             loss_fn.set_progress(epoch, spec.epochs)
@@ -283,23 +278,24 @@ def train(
             loss.backward()
             opt.step()
             if ema:
-                ema.update(model)
+                ema.update_parameters(model)
             tot += float(loss.detach()) * len(idx)
             count += len(idx)
+            bar.update(1)
         sched.step()
         if ddp:
             tot, count = dist.all_reduce_sum([tot, count], device if dist.info().backend == "nccl" else "cpu")
         rec = {"epoch": epoch + 1, "loss": tot / max(count, 1), "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - te}
         history.append(rec)
         if not ddp or dist.is_main_process():  # the epoch loss is already reduced over ranks
-            runlog.write(desc, **rec)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+            runlog.write("epoch", **{**log_fields, **rec})
+        bar.set_postfix(epoch=epoch + 1, loss=f"{rec['loss']:.3f}")
         rank_generators = dist.all_gather_objects(g.get_state()) if ddp else None
         if ckpt_path and (not ddp or dist.is_main_process()):
             atomic_torch_save(
                 {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "generator": g.get_state(), "ema": ema.model.state_dict() if ema else None,
+                    "generator": g.get_state(), "ema": ema.state_dict() if ema else None,
                     "history": history, "epoch": epoch + 1, "energy_thresholds": thresholds,
                     "rank_generators": rank_generators,
                 },
@@ -307,12 +303,13 @@ def train(
             )
         if on_epoch_end:
             on_epoch_end(epoch + 1, rec)
-    final = ema.model if ema else model
+    bar.close()
+    final = ema.module if ema else model
     if ema:
-        model.load_state_dict(ema.model.state_dict())
+        model.load_state_dict(ema.module.state_dict())
     acc = (accuracy(final, test_split, device, spec.eval_batch_size, channels_last=spec.channels_last, distributed=ddp)
            if test_split is not None else None)
     secs = time.perf_counter() - t0
     if not ddp or dist.is_main_process():
-        runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
+        runlog.write("train_done", **{**log_fields, "test_accuracy": acc, "seconds": secs})
     return TrainResult(test_accuracy=acc, history=history, seconds=secs, resumed_from_epoch=start_epoch)

@@ -105,6 +105,7 @@ class Method:
     Config: ClassVar[type] = object
     needs_teacher: ClassVar[bool] = False
     classes_per_unit: ClassVar[int | None] = 1  # None = every class in one unit
+    selects_real: ClassVar[bool] = False  # picks real training images: ipc may not exceed a class's size
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg

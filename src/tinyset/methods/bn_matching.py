@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lines otherwise
 
 from ..data.base import Dataset
 from ..errors import TinysetError
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Bump when what the statistics pass computes changes: the cache key carries it.
 # v1: class_stats_<n>.pt (un-augmented class statistics only); v2: global + class, per view.
-BN_STATS_VERSION = 2
+BN_STATS_VERSION = 3  # 3: the cache file holds tensors only (loaded with weights_only=True)
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]  # per BN layer: (mean, var)
 
@@ -245,7 +245,8 @@ def cached_bn_targets(
     path = Path(cache_dir) / f"bn_stats_v{BN_STATS_VERSION}_{key}.pt" if cache_dir else None
     secs = 0.0
     if path and path.exists():
-        stats = torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)  # lists of tensors only: never unpickle code
+        stats = BNTargets(saved["global_stats"], saved["class_stats"])
     else:
         t0 = time.perf_counter()
         stats = bn_statistics(teacher, ds, device, view, seed=derive_seed(0, "bn-stats", key), progress=progress)
@@ -253,7 +254,7 @@ def cached_bn_targets(
         if path:
             from ..models.checkpoint import atomic_torch_save
 
-            atomic_torch_save(stats, path)
+            atomic_torch_save({"global_stats": stats.global_stats, "class_stats": stats.class_stats}, path)
             (path.with_suffix(".json")).write_text(json.dumps({**ident, "seconds": secs}, default=str))
         log.info("BN statistics (%s): %d layers in %.1fs", ident["view"], len(stats.class_stats), secs)
     glob = stats.global_stats if rule == "view" else None

@@ -25,6 +25,7 @@ def _penultimate(teacher: nn.Module) -> nn.Module:
 @register_method("herding", "herding on teacher features (greedy class-mean matching)")
 class Herding(Method):
     Config = HerdingConfig
+    selects_real = True
     needs_teacher = True
 
     @torch.no_grad()

@@ -16,6 +16,7 @@ class RandomConfig:
 @register_method("random", "random real subset (the floor every method is compared with)")
 class RandomSubset(Method):
     Config = RandomConfig
+    selects_real = True
 
     def run_unit(self, unit: Unit, g: torch.Generator) -> UnitResult:
         idx = torch.cat([sample_class_indices(self.ctx.dataset, c, unit.per_class, g) for c in unit.classes])

@@ -27,6 +27,7 @@ class RDEDConfig:
 @register_method("rded", "RDED: keep the lowest-loss real crops, tiled factor x factor (no optimisation)")
 class RDED(Method):
     Config = RDEDConfig
+    selects_real = True
     needs_teacher = True
 
     def factor(self) -> int:

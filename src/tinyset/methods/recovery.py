@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lines otherwise
 
 from ..data import augment as A
 from .base import MethodContext
@@ -241,8 +241,8 @@ def recover(
             ctx.counter.forward += len(z)
             ctx.counter.backward += len(z)
             if cfg.log_every and (it % cfg.log_every == 0 or it == cfg.iterations - 1):
-                ctx.runlog.write(desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()), lr=opt.param_groups[0]["lr"],
-                                 **policy.log_fields())
+                ctx.runlog.write("recover_step", unit=desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()),
+                                 lr=opt.param_groups[0]["lr"], **policy.log_fields())
             if policy.observe(it, boxes.detach().cpu(), ce.detach().cpu()):
                 break
     finally:
@@ -253,7 +253,7 @@ def recover(
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
     if cfg.solved_ce is not None:
         stats["frozen_image_steps"] = frozen_steps
-    ctx.runlog.write(f"{desc}_done", **stats)
+    ctx.runlog.write("recover_done", unit=desc, **stats)
     x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
     return x.float().contiguous().cpu(), stats
 

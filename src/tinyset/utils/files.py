@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once: mkstemp creates 0600 files, published files get the usual mode
@@ -43,3 +44,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write beside the target and rename, so readers never see half a file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@contextmanager
+def no_litter(path: str | os.PathLike, produced: Callable[[Path], bool]) -> Iterator[None]:
+    """Run a block that may create ``path``; if it created it and fails before ``produced(path)``
+    holds, remove ``path`` and every folder above it that the block created, so a failed command
+    leaves nothing. A folder that existed before (a run being resumed) is never removed."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        if created and created[0] == path and path.exists() and not produced(path):
+            shutil.rmtree(path, ignore_errors=True)
+            for p in created[1:]:
+                try:
+                    p.rmdir()  # only if empty
+                except OSError:
+                    break
+        raise
