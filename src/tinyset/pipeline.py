@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifact import load_artifact, save_artifact
+from .artifact import load_artifact, save_artifact, save_quantized_set
+from .quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
 from .config import RunConfig, save_yaml, to_dict
 from .data import load_dataset
 from .data.base import Dataset
@@ -66,7 +67,7 @@ def synthesize(
         ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
-    images, labels, slots, unit_stats = [], [], [], []
+    images, labels, slots, unit_stats, encoded = [], [], [], [], []
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -77,16 +78,19 @@ def synthesize(
             x, y = t["images"], t["labels"]
             st = json.loads((cached.with_suffix(".json")).read_text())
             st["resumed"] = True
+            enc = encoded_from_tensors(t, st.pop("encoded")) if "encoded" in st else None
         else:
             res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
-            x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
+            x, y, st, enc = res.images.float().contiguous(), res.labels.long(), res.stats, res.encoded
             if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
                 raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
             if cached:
-                cached.with_suffix(".json").write_text(json.dumps(st, default=str))
+                enc_t, enc_meta = encoded_to_tensors(enc) if enc else ({}, None)
+                cached.with_suffix(".json").write_text(json.dumps({**st, **({"encoded": enc_meta} if enc else {})}, default=str))
                 tmp = cached.with_name(cached.name + ".tmp")
-                save_file({"images": x, "labels": y}, str(tmp))
+                save_file({"images": x, "labels": y, **enc_t}, str(tmp))
                 tmp.replace(cached)
+        encoded.append(enc)
         images.append(x)
         labels.append(y)
         slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
@@ -95,6 +99,10 @@ def synthesize(
     order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
     seconds = time.perf_counter() - t0
     summary = {"seconds": seconds, "units": unit_stats, **ctx.counter.as_dict(), "method_config": method.resolved_config()}
+    if any(e is not None for e in encoded):  # quantizer in the loop: the set is stored as codes
+        if not all(e is not None for e in encoded):
+            raise TinysetError(f"method {cfg.method} quantized some units but not others")
+        summary["_quantized"] = merge_encoded(encoded, order, y[order], ds.info.num_classes)
     for key in ("iterations_run", "iterations_saved", "class_stats_seconds"):
         vals = [u[key] for u in unit_stats if isinstance(u.get(key), (int, float))]
         if vals:
@@ -146,8 +154,12 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
         "versions": versions(),
         "device": str(device),
     }
-    save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
-                  preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
+    quantized = summary.pop("_quantized", None)
+    if quantized is None:
+        save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
+                      preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
+    else:
+        save_quantized_set(out, quantized, manifest, x, y, class_names=list(info.class_names), overwrite=overwrite)
     save_yaml(to_dict(cfg), out / "config.yaml")
     shutil.copy(partial / "log.jsonl", out / "log.jsonl")
     shutil.rmtree(partial, ignore_errors=True)

@@ -15,6 +15,7 @@ from .format import (
     sha256_file,
 )
 from .preview import make_grid_image
+from .store import save_quantized_set
 
 __all__ = [
     "DECODERS",
@@ -23,6 +24,7 @@ __all__ = [
     "get_decoder",
     "quantized_components",
     "register_decoder",
+    "save_quantized_set",
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "TENSORS_FILE",

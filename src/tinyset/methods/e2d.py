@@ -9,12 +9,13 @@ crop memory.
 4. Early stop once every memory is empty; the saved iterations are recorded."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import TinysetError
+from ..quant.inloop import QuantizerConfig
 from .base import Unit, UnitResult, register_method, sample_class_indices
 from .recovery import ExploreExploitPolicy, RandomCropPolicy, recover
 from .sre2l import RecoveryMethod, noise_init
@@ -38,6 +39,7 @@ class E2DConfig:
     init: str = "real"  # real | confident | noise (ablation)
     confident_pool: int = 10  # candidates per image for init=confident
     memory: bool = True  # False = exploration only (ablation e2d_no_memory)
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(granularity="image"))  # QuADD in the loop
 
 
 @register_method("e2d", "E2D: real-image start, explore random crops, exploit remembered hard crops, early stop")

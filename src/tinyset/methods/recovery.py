@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import augment as A
+from ..quant.inloop import LoopQuantizer, QuantizerConfig
 from .base import MethodContext
 from .bn_matching import BNMatcher
 from .crop_memory import CropMemory
@@ -37,6 +38,8 @@ class RecoveryConfig:
     flip: bool = True
     batch_size: int = 100  # images optimised together (classes x slots)
     log_every: int = 50
+    # QuADD: every view is cut from Q(latent); one clip per image so units merge into one set
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(granularity="image"))
 
 
 class ViewPolicy:
@@ -154,6 +157,9 @@ def recover(
     z.requires_grad_(True)
     y = labels.to(dev)
     opt = torch.optim.Adam([z], lr=cfg.lr, betas=tuple(cfg.betas))
+    qcfg = getattr(cfg, "quantizer", None)
+    lq = LoopQuantizer(qcfg, x0, info).to(dev) if qcfg is not None and qcfg.enabled else None
+    qopt = lq.optimizer() if lq is not None else None
     use_amp = ctx.amp and dev.type == "cuda"
     t0 = time.perf_counter()
     it = -1
@@ -163,7 +169,10 @@ def recover(
                 pg["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             k = it % len(teachers)
             teacher, matcher = teachers[k], matchers[k]
-            view, boxes = policy.view(mean + std * z, it, g)
+            source = mean + std * z
+            if lq is not None:
+                source = lq(lq.space.from_data(source))
+            view, boxes = policy.view(source, it, g)
             if ctx.channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
             matcher.start(y)
@@ -173,8 +182,12 @@ def recover(
             bn = matcher.loss()
             loss = ce.mean() + cfg.r_bn * bn
             opt.zero_grad(set_to_none=True)
+            if qopt is not None:
+                qopt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if qopt is not None:
+                qopt.step()
             with torch.no_grad():
                 torch.clamp(z, lo, hi, out=z)
             ctx.counter.forward += len(z)
@@ -191,6 +204,11 @@ def recover(
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
     ctx.runlog.write(f"{desc}_done", **stats)
     x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
+    if lq is not None:  # the stored set is Q(latent): codes + state, decoding to exactly x
+        latent = lq.space.from_data(mean + std * z.detach())
+        with torch.no_grad():
+            x = lq(latent)
+        stats["_encoded"] = lq.encoded(latent)  # UnitResult picks it up
     return x.float().contiguous().cpu(), stats
 
 
