@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_quant import add_budget_args, apply_budget, check_budget, register_quant_commands
 from .config import RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override
 from .errors import TinysetError
 
@@ -48,8 +49,10 @@ def cmd_distill(args) -> int:
     from .pipeline import distill
 
     cfg = _run_config(args)
+    plan = apply_budget(args, cfg)  # --budget: chooses ipc and bits, says why
     out = Path(args.out or f"runs/{Path(cfg.data.dataset).name.replace(':', '_')}-{cfg.method}-ipc{cfg.ipc}")
     res = distill(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    check_budget(plan, out)
     syn = res.manifest["synthesis"]
     print(f"distilled {cfg.data.dataset} with {cfg.method} at IPC {cfg.ipc}: {out}")
     extra = f", {syn['iterations_run']} iterations run ({syn.get('iterations_saved', 0)} saved by early stop)" if "iterations_run" in syn else ""
@@ -116,7 +119,7 @@ def cmd_info(args) -> int:
     m = art.manifest
     print(f"artifact {art.path} (format {m['format_version']}, tinyset {m.get('tinyset_version')})")
     print(f"dataset {m['dataset']}, method {m['method']}, ipc {m['ipc']}, seed {m['seed']}, images {tuple(art.images.shape)}")
-    print(f"stored bytes {m['total_bytes']}: " + ", ".join(f"{k} {v['bytes']} B ({v['bits']} bits, {v['dtype']})" for k, v in m["components"].items()))
+    print(f"decoder {art.decoder['name']}; stored bytes {m['total_bytes']}: " + ", ".join(f"{k} {v['bytes']} B ({v['bits']} bits, {v['dtype']})" for k, v in m["components"].items()))
     teacher = m.get("teacher") or {}
     if teacher:
         print(f"teacher {teacher.get('model')} sha256 {str(teacher.get('sha256'))[:16]}… test accuracy {teacher.get('test_accuracy')}")
@@ -184,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--label-modes", help="comma list of soft,hard")
     d.add_argument("--no-eval", action="store_true", help="write the artifact only")
     d.add_argument("--overwrite", action="store_true")
+    add_budget_args(d)
     _common_run_args(d)
     d.set_defaults(func=cmd_distill)
 
@@ -230,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", default="runs/kd")
     _common_run_args(k)
     k.set_defaults(func=cmd_kd)
+
+    register_quant_commands(sub)  # compress, budget
 
     for name, fn, helptext in (
         ("datasets", cmd_datasets, "list datasets"), ("models", cmd_models, "list models"),
