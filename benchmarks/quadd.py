@@ -165,8 +165,11 @@ def cifar(args) -> None:
     # (A) equal IPC
     widths = [(8, ["uniform"]), (4, ["uniform"]), (3, ["uniform", "apot"]), (2, ["uniform", "apot"])]
     if smoke:
-        widths = [(3, ["apot"]), (2, ["uniform"])]
+        widths = [(3, ["apot"]), (2, ["uniform"])] if "dm" in args.bases else [(2, ["uniform"])]
+    bases = {b: bases[b] for b in args.bases}
     for base, (method, margs) in bases.items():
+        if "A" not in args.sections:
+            break
         fp = make_set(work, f"{base}-fp32-ipc{ipc0}", "cifar10", args.data_root, tcfg, method, ipc0, margs)
         evaluate(f"A-fp32-{base}", "A", "fp32", base, "none", fp, 32)
         for bits, qs in widths:
@@ -181,7 +184,7 @@ def cifar(args) -> None:
     budget = parse_budget(f"ipc{ipc0}@32", ds.info.shape, k)
     plan = plan_budget(budget, ds.info.shape, k, (32, 8, 4, 3, 2) if not smoke else (32, 2))
     for opt in plan.options:
-        if opt.bits == 32 or opt.ipc < 1:
+        if opt.bits == 32 or opt.ipc < 1 or "B" not in args.sections:
             continue
         b, n = opt.bits, opt.ipc
         rnd = make_set(work, f"random-ipc{n}", "cifar10", args.data_root, tcfg, "random", n, {})
@@ -195,6 +198,8 @@ def cifar(args) -> None:
             qd = make_set(work, f"{base}-quadd-uniform{b}-ipc{n}", "cifar10", args.data_root, tcfg, method, n,
                           {**margs, **qargs("uniform", b, gran)})
             evaluate(f"B-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", qd, b)
+    rows.notes += ["Findings (computed from the rows above):"] + cifar_findings(rows)
+    rows.write_markdown()
     plot(rows, f"{name}.png", "CIFAR-10: accuracy against stored bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / (name + '.png')}")
 
@@ -260,6 +265,11 @@ def beam(args) -> None:
                   "top3": round(statistics.fmean(r[1] for r in res), 2), "synthesis_seconds": seconds})
         log.info("%s: top-1 %.2f%%", row_id, statistics.fmean(t1))
 
+    if args.report_only:
+        rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
+        rows.write_markdown()
+        plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against stored bytes")
+        return
     x_full, y_full = ds.train.x, ds.train.targets
     add("full-fp32", "full", "none", "none", x_full, y_full, 32, ref_bytes)
     from tinyset.compress import quantize_set
@@ -286,8 +296,62 @@ def beam(args) -> None:
             add(f"posthoc-uniform{bits}-ipc{ipc}", "posthoc", "dm", "uniform", ph.images, ph.labels, bits, ph.total_bytes, ipc=ipc)
             rq = load_artifact(make_compressed(work, rnd, "uniform", bits, granularity="channel"))
             add(f"random-uniform{bits}-ipc{ipc}", "random", "none", "uniform", rq.images, rq.labels, bits, rq.total_bytes, ipc=ipc)
+    rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
+    rows.write_markdown()
     plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against stored bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / 'quadd_beam.png'}")
+
+
+def gap(a: dict, b: dict) -> str:
+    """'above'/'below' when a and b differ by more than two pooled standard deviations, else 'no gap'."""
+    pooled = math.sqrt((a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) / 2)
+    d = a["accuracy_mean"] - b["accuracy_mean"]
+    if pooled == 0 or abs(d) <= 2 * pooled:
+        return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f})"
+    return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f})"
+
+
+def cifar_findings(rows: Rows) -> list[str]:
+    r = {x["row_id"]: x for x in rows.data["rows"]}
+    out = []
+    for base in ("dm", "e2d"):
+        fp = r.get(f"A-fp32-{base}")
+        for q in ("uniform", "apot"):
+            q3, q2, p2 = r.get(f"A-quadd-{base}-{q}3"), r.get(f"A-quadd-{base}-{q}2"), r.get(f"A-posthoc-{base}-{q}2")
+            if fp and q3:
+                out.append(f"(A) {base}, {q} 3-bit QuADD vs fp32: {q3['accuracy_mean'] - fp['accuracy_mean']:+.2f} points "
+                           f"(target: within 1).")
+            if q2 and p2:
+                out.append(f"(A) {base}, {q} 2-bit QuADD vs post-hoc: {gap(q2, p2)}.")
+        lows = [x for x in rows.data["rows"] if x["part"] == "B" and x["method"] == "quadd" and x["base"] == base and x["bits"] < 8]
+        u8 = r.get("B-uint8-dm") if base == "dm" else None
+        if fp and lows:
+            best = max(lows, key=lambda x: x["accuracy_mean"])
+            line = f"(B) {base}: best low-bit point {best['ipc']}@{best['bits']} vs fp32 10@32: {gap(best, fp)}"
+            if u8:
+                line += f"; vs the uint8 DM set ({u8['ipc']}@8): {gap(best, u8)}"
+            ur = r.get("B-uint8-random")
+            if ur:
+                line += f"; vs the uint8 random real subset: {gap(best, ur)}"
+            out.append(line + ".")
+    return out
+
+
+def beam_findings(rows: Rows) -> list[str]:
+    r = {x["row_id"]: x for x in rows.data["rows"]}
+    full = r.get("full-fp32")
+    out = []
+    if not full:
+        return out
+    for x in rows.data["rows"]:
+        if x["method"] == "quadd" and x["compression"] >= 30:
+            out.append(f"QuADD {x['ipc']}/class at {x['bits']} bits ({x['compression']}x): "
+                       f"{x['accuracy_mean'] - full['accuracy_mean']:+.2f} points vs the full data (target: within 5).")
+        if x["method"] == "quadd":
+            ph = r.get(x["row_id"].replace("quadd", "posthoc"))
+            if ph:
+                out.append(f"QuADD vs post-hoc at {x['ipc']}/class, {x['bits']} bits: {gap(x, ph)}.")
+    return out
 
 
 def plot(rows: Rows, filename: str, title: str) -> None:
@@ -329,6 +393,9 @@ def main() -> None:
     p.add_argument("--beam-ipc", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--beam-bits", type=int, nargs="+", default=[4, 2])
     p.add_argument("--smoke", action="store_true", help="CIFAR only: tiny sizes, writes quadd_cifar10_smoke")
+    p.add_argument("--sections", nargs="+", default=["A", "B"], help="CIFAR parts to run")
+    p.add_argument("--bases", nargs="+", default=["dm", "e2d"], help="CIFAR bases to run")
+    p.add_argument("--report-only", action="store_true", help="beam: rewrite the table, findings and plot from the rows already there")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.perf_counter()

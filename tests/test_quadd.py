@@ -81,3 +81,17 @@ def test_dm_diverse_init_runs(digits):
     cfg.method_args.update(init="diverse", diverse_pool=4, iterations=1)
     x, y, _ = synthesize(cfg, digits, None, None, progress=False)
     assert x.shape == (20, 1, 16, 16)
+
+
+def test_channels_last_latent_encodes_to_a_cacheable_unit(tmp_path):
+    """The recovery loop's latent is channels_last; its unit cache (safetensors) needs C order."""
+    from safetensors.torch import save_file
+
+    from tinyset.data.base import DatasetInfo
+    from tinyset.quant.inloop import LoopQuantizer, QuantizerConfig, encoded_to_tensors
+
+    info = DatasetInfo("t", 2, ("a", "b"), (3, 8, 8), (0.5,) * 3, (0.2,) * 3)
+    x = torch.rand(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    lq = LoopQuantizer(QuantizerConfig(name="uniform", bits=2, granularity="image"), x, info)
+    tensors, _ = encoded_to_tensors(lq.encoded(lq.latent(x)))
+    save_file(tensors, str(tmp_path / "unit.safetensors"))

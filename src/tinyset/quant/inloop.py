@@ -76,13 +76,14 @@ class LoopQuantizer(nn.Module):
         """Per-unit encoding: integer codes, quantizer state and the config to rebuild them."""
         with torch.no_grad():
             codes = self.q.encode(latent.detach()).cpu()
-        return {"codes": codes.to(torch.uint8), "state": self.q.state(), "quantizer": self.q.config(),
+        # contiguous: the recovery loop's latent may be channels_last, and safetensors needs C order
+        return {"codes": codes.to(torch.uint8).contiguous(), "state": self.q.state(), "quantizer": self.q.config(),
                 "space": self.space.to_config()}
 
 
 def encoded_to_tensors(enc: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Flatten an encoding into (safetensors-able tensors, JSON meta) for the unit cache."""
-    tensors = {"enc.codes": enc["codes"], **{f"enc.q.{k}": v for k, v in enc["state"].items()}}
+    tensors = {"enc.codes": enc["codes"].contiguous(), **{f"enc.q.{k}": v.contiguous() for k, v in enc["state"].items()}}
     return tensors, {"quantizer": enc["quantizer"], "space": enc["space"]}
 
 
