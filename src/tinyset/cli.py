@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR when it is missing")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+    p.add_argument("--tensorboard", action="store_true", help="also write log.jsonl's scalars for TensorBoard (needs tinyset[tensorboard])")
 
 
 def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -103,12 +105,27 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .artifact import export_imagefolder
+    from .artifact.interop import EXPORTERS
 
-    if args.to != "imagefolder":
-        raise TinysetError(f"unknown export format {args.to!r}; supported: imagefolder")
-    out = export_imagefolder(args.run, args.out, overwrite=args.overwrite)
-    print(f"exported {args.run} -> {out}")
+    out = EXPORTERS.get(args.to)(args.run, args.out, overwrite=args.overwrite)
+    print(f"exported {args.run} -> {out} ({args.to})")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .artifact.interop import import_set
+
+    out = import_set(args.source, args.out, dataset=args.dataset, data_root=args.data_root, ipc=args.ipc,
+                     overwrite=args.overwrite)
+    print(f"imported {args.source} -> {out}; score it with: tinyset eval {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.runs, args.out, title=args.title)
+    print(f"report: {out} (figures as PNG in {out.parent / (out.stem + '_figures')})")
     return 0
 
 
@@ -211,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_run_args(e)
     e.set_defaults(func=cmd_eval)
 
-    x = sub.add_parser("export", help="export a distilled set, e.g. to an ImageFolder of PNGs")
+    x = sub.add_parser("export", help="export a distilled set: imagefolder (PNGs), ddranking (tensors + soft labels), hf (datasets)")
     x.add_argument("run")
-    x.add_argument("--to", default="imagefolder")
+    x.add_argument("--to", default="imagefolder", help="imagefolder | ddranking | hf")
     x.add_argument("out")
     x.add_argument("--overwrite", action="store_true")
     x.set_defaults(func=cmd_export)
@@ -222,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("run")
     i.add_argument("--json", action="store_true", help="also print the whole manifest")
     i.set_defaults(func=cmd_info)
+
+    im = sub.add_parser("import", help="turn another tool's distilled images (ImageFolder or tensor file) into a tinyset run")
+    im.add_argument("source", help="ImageFolder root (class folders of images), DD-Ranking folder, or .pt/.safetensors file")
+    im.add_argument("out", help="run directory to create (then: tinyset eval OUT)")
+    im.add_argument("--dataset", required=True, help="the dataset the images were distilled from (its classes and test split)")
+    im.add_argument("--data-root", help="folder with named .npz files (default $TINYSET_DATA)")
+    im.add_argument("--ipc", type=int, help="images per class to record (default: the largest class count)")
+    im.add_argument("--overwrite", action="store_true")
+    im.set_defaults(func=cmd_import)
+
+    r = sub.add_parser("report", help="one self-contained HTML page (and PNG figures) for one or more runs")
+    r.add_argument("runs", nargs="+", help="run directories (artifact + eval.json + log.jsonl)")
+    r.add_argument("--out", default="report.html")
+    r.add_argument("--title", default="tinyset report")
+    r.set_defaults(func=cmd_report)
 
     k = sub.add_parser("kd", help="knowledge distillation on a full dataset (teacher -> student)")
     k.add_argument("--dataset")
@@ -246,8 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_distributed(args) -> None:
+    """Under torchrun: join the process group; only rank 0 prints, logs info and shows progress."""
+    from . import distributed as dist
+
+    info = dist.init_distributed(getattr(args, "device", None) or "auto")
+    if info.rank != 0:
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "tensorboard", False):
+        os.environ["TINYSET_TENSORBOARD"] = "1"
+    try:
+        _setup_distributed(args)
+    except TinysetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -258,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished units are kept and the next run resumes from them", file=sys.stderr)
         return 130
+    finally:
+        from . import distributed as dist
+
+        dist.cleanup()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,15 @@ class DataConfig:
     download: bool = False  # torchvision datasets only; never implied
     image_size: int | None = None  # imagefolder: resize+centre-crop to this size (default 224)
     num_workers: int = 0  # DataLoader workers for file-backed datasets
+    decode_cache: str = "memory"  # imagefolder: keep decoded images in "memory", on "disk" ($TINYSET_CACHE/decoded), or "off"
 
 
 @dataclass
 class TeacherConfig:
     model: str = "convnet3"
     checkpoint: str | None = None  # a user's own checkpoint (.pt); skips training
+    pretrained: str | None = None  # tv:<name> models: torchvision weights (DEFAULT, an enum name) or a local state_dict file
+    head_classes: tuple[int, ...] = ()  # pretrained: ImageNet index of each dataset class (default: the folder's classes.tsv)
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"

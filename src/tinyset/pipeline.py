@@ -25,7 +25,8 @@ from .errors import TinysetError
 from .eval.protocol import evaluate_set, markdown_table
 from .methods import METHODS, MethodContext, build_method
 from .teacher import Teacher, get_extra_teachers, get_teacher
-from .utils.files import atomic_write_text
+from . import distributed as dist
+from .utils.files import atomic_path, atomic_write_text
 from .utils.runlog import JsonlLog, resolve_device, versions
 from .utils.seeding import derive_seed, generator
 
@@ -56,7 +57,10 @@ def synthesize(
     cfg: RunConfig, ds: Dataset, teacher: Teacher | None, partial: Path | None, progress: bool = True,
     runlog: JsonlLog | None = None, classes: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Run the method over its units (resuming cached ones) and return images/labels, class-major."""
+    """Run the method over its units (resuming cached ones) and return images/labels, class-major.
+
+    Under torchrun each rank runs its round-robin share of the units and stores them in ``partial``;
+    rank 0 returns the whole set, the other ranks ``(None, None, {})``."""
     device = resolve_device(cfg.device)
     runlog = runlog or JsonlLog(None)
     ctx = MethodContext(
@@ -67,29 +71,34 @@ def synthesize(
         ctx.teachers = [t.model for t in get_extra_teachers(ds, cfg.teacher, device, progress)]
     method = build_method(cfg.method, cfg.method_args, ctx)
     units = method.plan(cfg.ipc, classes)
-    images, labels, slots, unit_stats, encoded = [], [], [], [], []
+    distributed = dist.is_distributed()
+    if distributed and partial is None:
+        raise TinysetError("a distributed synthesis exchanges units through the partial folder; give one")
+    mine = dist.shard(units)  # all units in a single process
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
-    for unit in tqdm(units, desc=f"{cfg.method} units", disable=not progress or len(units) < 2, leave=False):
-        cached = partial / f"unit_{unit.key}.safetensors" if partial else None
-        if cached and cached.exists():
-            t = load_file(str(cached))
-            x, y = t["images"], t["labels"]
-            st = json.loads((cached.with_suffix(".json")).read_text())
-            st["resumed"] = True
-            enc = encoded_from_tensors(t, st.pop("encoded")) if "encoded" in st else None
-        else:
-            res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
-            x, y, st, enc = res.images.float().contiguous(), res.labels.long(), res.stats, res.encoded
-            if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
-                raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
-            if cached:
-                enc_t, enc_meta = encoded_to_tensors(enc) if enc else ({}, None)
-                cached.with_suffix(".json").write_text(json.dumps({**st, **({"encoded": enc_meta} if enc else {})}, default=str))
-                tmp = cached.with_name(cached.name + ".tmp")
-                save_file({"images": x, "labels": y, **enc_t}, str(tmp))
-                tmp.replace(cached)
+    done: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {}
+    for unit in tqdm(mine, desc=f"{cfg.method} units", disable=not progress or len(mine) < 2, leave=False):
+        done[unit.key] = _unit(method, unit, cfg, partial)  # (x, y, stats, in-loop encoding or None)
+    seconds = time.perf_counter() - t0
+    counter = ctx.counter.as_dict()
+    if distributed:
+        # every unit is on disk once all ranks pass the barrier; rank 0 reads the others' units
+        dist.barrier()
+        gathered = dist.all_gather_objects({"stats": {k: v[2] for k, v in done.items()}, "counter": counter, "seconds": seconds})
+        stats = {k: st for g in gathered for k, st in g["stats"].items()}
+        counter = {k: sum(g["counter"][k] for g in gathered) for k in counter}
+        seconds = max(g["seconds"] for g in gathered)
+        if not dist.is_main_process():
+            return None, None, {}
+        for unit in units:
+            if unit.key not in done:
+                x, y, _, enc = _load_unit(partial / f"unit_{unit.key}.safetensors")
+                done[unit.key] = (x, y, stats[unit.key], enc)
+    images, labels, slots, unit_stats, encoded = [], [], [], [], []
+    for unit in units:
+        x, y, st, enc = done[unit.key]
         encoded.append(enc)
         images.append(x)
         labels.append(y)
@@ -97,8 +106,9 @@ def synthesize(
         unit_stats.append({"unit": unit.key, **{k: v for k, v in st.items() if k != "source_indices"}})
     x, y, s = torch.cat(images), torch.cat(labels), torch.cat(slots)
     order = torch.argsort(y * (cfg.ipc + 1) + s, stable=True)  # class-major, then slot
-    seconds = time.perf_counter() - t0
-    summary = {"seconds": seconds, "units": unit_stats, **ctx.counter.as_dict(), "method_config": method.resolved_config()}
+    summary = {"seconds": seconds, "units": unit_stats, **counter, "method_config": method.resolved_config()}
+    if distributed:
+        summary["world_size"] = dist.get_world_size()
     if any(e is not None for e in encoded):  # quantizer in the loop: the set is stored as codes
         if not all(e is not None for e in encoded):
             raise TinysetError(f"method {cfg.method} quantized some units but not others")
@@ -110,6 +120,34 @@ def synthesize(
     return x[order], y[order], summary
 
 
+def _load_unit(cached: Path) -> tuple[torch.Tensor, torch.Tensor, dict, dict | None]:
+    t = load_file(str(cached))
+    st = json.loads(cached.with_suffix(".json").read_text())
+    enc = encoded_from_tensors(t, st.pop("encoded")) if "encoded" in st else None
+    return t["images"], t["labels"], st, enc
+
+
+def _unit(method, unit, cfg: RunConfig, partial: Path | None) -> tuple[torch.Tensor, torch.Tensor, dict, dict | None]:
+    """One unit: read from the partial folder if finished, else run and store it. The stats file is
+    written first and the tensors file last, each by temp file + rename, so the tensors file is
+    the commit mark: present means complete, and a run killed mid-write leaves only a temp file."""
+    cached = partial / f"unit_{unit.key}.safetensors" if partial else None
+    if cached and cached.exists():
+        x, y, st, enc = _load_unit(cached)
+        return x, y, {**st, "resumed": True}, enc
+    res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
+    x, y, st, enc = res.images.float().contiguous(), res.labels.long(), res.stats, res.encoded
+    if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
+        raise TinysetError(f"method {cfg.method} returned a bad unit {unit.key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
+    if cached:
+        # a quantizer in the loop: its codes and state travel with the unit (json meta + tensors)
+        enc_t, enc_meta = encoded_to_tensors(enc) if enc is not None else ({}, None)
+        atomic_write_text(cached.with_suffix(".json"), json.dumps({**st, **({"encoded": enc_meta} if enc else {})}, default=str))
+        with atomic_path(cached) as tmp:
+            save_file({"images": x, "labels": y, **enc_t}, str(tmp))
+    return x, y, st, enc
+
+
 def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> DistillResult:
     out = Path(out)
     if out.exists() and not overwrite:
@@ -118,15 +156,9 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
         raise TinysetError(f"ipc must be at least 1, got {cfg.ipc}")
     METHODS.get(cfg.method)  # unknown method fails before any work
     partial = out.parent / f".{out.name}.partial"
-    chash = _config_hash(cfg)
-    hash_file = partial / "config_hash"
-    if partial.exists() and (not hash_file.exists() or hash_file.read_text().strip() != chash):
-        log.info("discarding stale partial results in %s (config changed)", partial)
-        shutil.rmtree(partial)
-    elif partial.exists():
-        log.info("resuming from finished units in %s", partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "config_hash").write_text(chash)
+    if dist.is_main_process():  # one rank prepares the shared folder, the others wait for it
+        _prepare_partial(partial, _config_hash(cfg))
+    dist.barrier()
     runlog = JsonlLog(partial / "log.jsonl")
     runlog.write("start", config=to_dict(cfg))
     device = resolve_device(cfg.device)
@@ -135,6 +167,29 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
     t0 = time.perf_counter()
     x, y, summary = synthesize(cfg, ds, teacher, partial, progress, runlog)
     wall = time.perf_counter() - t0
+    if dist.is_main_process():
+        _write_run(out, cfg, ds, teacher, x, y, summary, wall, device, partial, overwrite)
+    dist.barrier()  # the artifact exists for every rank from here on
+    report = None
+    if cfg.evaluate:
+        report = evaluate_run(out, cfg, ds, teacher, progress)
+    return DistillResult(out, load_artifact(out, verify=False).manifest, report)
+
+
+def _prepare_partial(partial: Path, chash: str) -> None:
+    hash_file = partial / "config_hash"
+    if partial.exists() and (not hash_file.exists() or hash_file.read_text().strip() != chash):
+        log.info("discarding stale partial results in %s (config changed)", partial)
+        shutil.rmtree(partial)
+    elif partial.exists():
+        log.info("resuming from finished units in %s", partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(hash_file, chash)
+
+
+def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, x: torch.Tensor, y: torch.Tensor,
+               summary: dict, wall: float, device, partial: Path, overwrite: bool) -> None:
+    """The artifact, config.yaml and log.jsonl; then the partial folder goes."""
     info = ds.info
     manifest = {
         "dataset": info.name,
@@ -162,11 +217,9 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
         save_quantized_set(out, quantized, manifest, x, y, class_names=list(info.class_names), overwrite=overwrite)
     save_yaml(to_dict(cfg), out / "config.yaml")
     shutil.copy(partial / "log.jsonl", out / "log.jsonl")
+    if (partial / "tensorboard").is_dir():
+        shutil.copytree(partial / "tensorboard", out / "tensorboard", dirs_exist_ok=True)
     shutil.rmtree(partial, ignore_errors=True)
-    report = None
-    if cfg.evaluate:
-        report = evaluate_run(out, cfg, ds, teacher, progress)
-    return DistillResult(out, load_artifact(out, verify=False).manifest, report)
 
 
 def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, teacher: Teacher | None = None, progress: bool = True) -> dict:
@@ -186,7 +239,9 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
                    "seconds": time.perf_counter() - t0, "versions": versions()})
-    atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
-    title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
-    atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
+    if dist.is_main_process():  # evaluate_set gathered every rank's students; one rank writes
+        atomic_write_text(Path(path) / "eval.json", json.dumps(report, indent=2, default=str))
+        title = f"{report['method']} on {ds.info.name}, IPC {report['ipc']}, student {cfg.eval.student}, {cfg.eval.epochs} epochs"
+        atomic_write_text(Path(path) / "eval.md", markdown_table(report, title))
+    dist.barrier()  # eval.json exists for every rank from here on
     return report

@@ -6,19 +6,22 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import distributed as dist
 from .config import TeacherConfig
 from .data.base import Dataset, DatasetInfo
 from .errors import TinysetError
 from .eval.trainer import TrainSpec, accuracy, train
 from .kd import build_kd_loss
 from .models import get_model, load_model, save_model, sha256_file
+from .models.pretrained import pretrained_teacher
+from .utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teacher.cache_root)
+from .utils.files import atomic_write_text
 from .utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -27,10 +30,6 @@ log = logging.getLogger(__name__)
 # The cache key hashes the user's knobs (TeacherConfig) and this version, not the derived TrainSpec,
 # so adding a trainer option does not orphan cached teachers. Bump it when teacher_spec changes.
 RECIPE_VERSION = 1
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("TINYSET_CACHE") or Path.home() / ".cache" / "tinyset")
 
 
 def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
@@ -66,7 +65,9 @@ def get_teacher(
     ds: Dataset, tcfg: TeacherConfig, device: torch.device | str = "cpu", progress: bool = True,
     runlog: JsonlLog | None = None, num_workers: int = 0,
 ) -> Teacher:
-    """A frozen teacher for ``ds``: the user's checkpoint, else the cached one, else train it."""
+    """A frozen teacher for ``ds``: pretrained weights, the user's checkpoint, else the cached one, else train it."""
+    if tcfg.pretrained:
+        return _pretrained(ds, tcfg, device)
     if tcfg.checkpoint:
         model, ckpt = load_model(tcfg.checkpoint, ds.info, model_spec=tcfg.model)
         ref = {"source": "checkpoint", "path": str(Path(tcfg.checkpoint).resolve()), "sha256": sha256_file(tcfg.checkpoint),
@@ -84,6 +85,27 @@ def get_teacher(
     ref = {"source": "trained", "path": str(final), "sha256": sha256_file(final), "model": tcfg.model,
            "test_accuracy": ckpt["meta"].get("test_accuracy"), "epochs": tcfg.epochs, "seed": tcfg.seed}
     return Teacher(_freeze(model.to(device)), ref, d)
+
+
+def _pretrained(ds: Dataset, tcfg: TeacherConfig, device) -> Teacher:
+    """An ImageNet-pretrained torchvision teacher (``models.pretrained``); its test accuracy is
+    measured once and kept beside its per-teacher caches."""
+    model, ref = pretrained_teacher(tcfg.model, ds.info, tcfg.pretrained, tcfg.head_classes or None)
+    path = Path(tcfg.pretrained).expanduser()
+    ref["sha256"] = sha256_file(path) if path.is_file() else None
+    ident = json.dumps({"weights": ref["weights"], "sha256": ref["sha256"], "head": ref["head_classes"],
+                        "dataset": ds.info.name, "shape": list(ds.info.shape)}, sort_keys=True)
+    d = cache_root(tcfg.cache_dir) / "pretrained" / hashlib.sha256(ident.encode()).hexdigest()[:16]
+    model = _freeze(model.to(device))
+    meta = d / "meta.json"
+    if meta.exists():
+        ref["test_accuracy"] = json.loads(meta.read_text()).get("test_accuracy")
+    else:
+        ref["test_accuracy"] = accuracy(model, ds.test, torch.device(device)) if ds.test is not None else None
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta, json.dumps({**ref, "dataset": ds.info.name}, indent=2))
+    log.info("teacher: pretrained %s, %s%% test accuracy on %s", ref["weights"], ref["test_accuracy"], ds.info.name)
+    return Teacher(model, ref, d)
 
 
 def get_extra_teachers(ds: Dataset, tcfg: TeacherConfig, device, progress: bool = True) -> list[Teacher]:
@@ -107,15 +129,20 @@ def train_teacher(
     torch.manual_seed(tcfg.seed)  # weight init
     model = get_model(tcfg.model, ds.info)
     spec = dataclasses.replace(teacher_spec(tcfg, ds.info), num_workers=num_workers)
+    # under torchrun every rank trains its share (DDP) and rank 0 writes the files
     res = train(
         model, ds.train, spec, build_kd_loss("ce"), test_split=ds.test, device=device, seed=tcfg.seed,
         checkpoint=directory / "last.pt", runlog=runlog or JsonlLog(directory / "log.jsonl"),
-        desc=f"teacher {tcfg.model}", progress=progress,
+        desc=f"teacher {tcfg.model}", progress=progress and dist.is_main_process(), distributed=True,
     )
     meta = {"test_accuracy": res.test_accuracy, "epochs": tcfg.epochs, "config": asdict(tcfg), "dataset": ds.info.name}
-    save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    (directory / "last.pt").unlink(missing_ok=True)
+    if dist.is_distributed():
+        meta["world_size"] = dist.get_world_size()
+    if dist.is_main_process():
+        save_model(model, directory / "teacher.pt", tcfg.model, ds.info, meta)
+        atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, default=str))
+        (directory / "last.pt").unlink(missing_ok=True)
+    dist.barrier()  # teacher.pt exists for every rank from here on
     log.info("teacher: trained %s to %.2f%% test accuracy -> %s", tcfg.model, res.test_accuracy or float("nan"), directory)
     return model
 

@@ -26,6 +26,7 @@ from PIL import Image
 from ..config import DataConfig
 from ..errors import TinysetError
 from .base import Dataset, DatasetInfo, Split, channel_stats
+from .decoded import DecodedCache, make_cache
 from .registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ STATS_SAMPLES = 500
 STATS_BATCH = 50  # 50 x 3 x 224 x 224 floats ~ 30 MB per chunk
 
 
-def read_image(path: Path, size: int) -> torch.Tensor:
-    """One file -> float [3, size, size] in [0, 1]: RGB, shorter side resized to ``size``, centre crop."""
+def read_image_u8(path: Path, size: int) -> torch.Tensor:
+    """One file -> uint8 [3, size, size]: RGB, shorter side resized to ``size``, centre crop."""
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -51,20 +52,27 @@ def read_image(path: Path, size: int) -> torch.Tensor:
             arr = np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise TinysetError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_image(path: Path, size: int) -> torch.Tensor:
+    """One file -> float [3, size, size] in [0, 1] (``read_image_u8`` / 255)."""
+    return read_image_u8(path, size).float().div_(255.0)
 
 
 class FileSplit(Split):
     """A split backed by image files; ``_load`` decodes only the requested indices.
 
-    Picklable (paths and a tensor), so ``DataLoader`` workers can decode batches in parallel."""
+    Picklable (paths and a tensor), so ``DataLoader`` workers can decode batches in parallel. With a
+    ``DecodedCache`` every file is decoded once and later reads come from the cache (bit-identical)."""
 
-    def __init__(self, files: Sequence[Path], targets: torch.Tensor, image_size: int):
+    def __init__(self, files: Sequence[Path], targets: torch.Tensor, image_size: int, cache: DecodedCache | None = None):
         if len(files) != len(targets):
             raise TinysetError(f"{len(files)} files but {len(targets)} labels")
         self.files = [Path(f) for f in files]
         self.targets = targets
         self.image_size = image_size
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.files)
@@ -72,6 +80,8 @@ class FileSplit(Split):
     def _load(self, indices: torch.Tensor) -> torch.Tensor:
         if len(indices) == 0:
             return torch.empty(0, 3, self.image_size, self.image_size)
+        if self.cache is not None:
+            return self.cache.get(indices, lambda i: read_image_u8(self.files[i], self.image_size)).float().div_(255.0)
         return torch.stack([read_image(self.files[int(i)], self.image_size) for i in indices])
 
 
@@ -97,8 +107,31 @@ def _scan(split_dir: Path, class_to_idx: dict[str, int], require_all: bool) -> t
     return files, torch.tensor(labels, dtype=torch.long)
 
 
-def load_imagefolder(root: str | Path, image_size: int | None = None) -> Dataset:
-    """Scan ``root``'s train/ and val/ trees (no image is decoded except the stats sample)."""
+def read_class_map(root: Path, classes: Sequence[str]) -> dict | None:
+    """``classes.tsv`` (``wnid<TAB>ImageNet-1k index<TAB>name`` per line), when the tree has one: the
+    ImageNet index and readable name of every class folder, so a pretrained 1000-way head can be
+    restricted to these classes (``models.pretrained``)."""
+    path = root / "classes.tsv"
+    if not path.is_file():
+        return None
+    rows = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip().isdigit():
+            raise TinysetError(f"{path}:{n}: expected 'folder<TAB>imagenet index<TAB>name', got {line!r}")
+        rows[parts[0]] = (int(parts[1]), parts[2].strip() if len(parts) > 2 else parts[0])
+    missing = [c for c in classes if c not in rows]
+    if missing:
+        raise TinysetError(f"{path} does not list class folder(s) {', '.join(missing)}")
+    return {"imagenet_indices": [rows[c][0] for c in classes], "readable_names": [rows[c][1] for c in classes]}
+
+
+def load_imagefolder(root: str | Path, image_size: int | None = None, decode_cache: str = "memory",
+                     cache_dir: str | None = None) -> Dataset:
+    """Scan ``root``'s train/ and val/ trees (no image is decoded except the stats sample).
+    ``decode_cache`` (memory | disk | off) keeps decoded images for later reads (``data.decoded``)."""
     root = Path(root).expanduser()
     size = image_size or DEFAULT_SIZE
     if not isinstance(size, int) or size <= 0:
@@ -113,13 +146,13 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> Dataset
         raise TinysetError(f"imagefolder: {train_dir} has no class subfolders; expected {train_dir}/<class>/<images>")
     class_to_idx = {c: i for i, c in enumerate(classes)}
     files, targets = _scan(train_dir, class_to_idx, require_all=True)
-    train = FileSplit(files, targets, size)
+    train = FileSplit(files, targets, size, make_cache(files, size, decode_cache, cache_dir))
 
     val_dir = root / "val"
     test = None
     if val_dir.is_dir():
         vfiles, vtargets = _scan(val_dir, class_to_idx, require_all=False)
-        test = FileSplit(vfiles, vtargets, size) if vfiles else None
+        test = FileSplit(vfiles, vtargets, size, make_cache(vfiles, size, decode_cache, cache_dir)) if vfiles else None
     if test is None:
         log.warning("imagefolder %s: no val/ images; the dataset has no test split", root)
 
@@ -133,7 +166,7 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> Dataset
         std=std,
         kind="image",
         source=str(root.absolute()),
-        extra={"format": "imagefolder", "stats_samples": min(len(train), STATS_SAMPLES)},
+        extra={"format": "imagefolder", "stats_samples": min(len(train), STATS_SAMPLES), **(read_class_map(root, classes) or {})},
     )
     return Dataset(info=info, train=train, test=test)
 
@@ -142,4 +175,4 @@ def load_imagefolder(root: str | Path, image_size: int | None = None) -> Dataset
 def build_imagefolder(arg: str | None, cfg: DataConfig) -> Dataset:
     if not arg:
         raise TinysetError("imagefolder: needs a folder, e.g. imagefolder:data/imagenette")
-    return load_imagefolder(arg, cfg.image_size)
+    return load_imagefolder(arg, cfg.image_size, cfg.decode_cache)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .. import distributed as dist
 from ..config import EvalConfig
 from ..data.base import Dataset, TensorSplit
 from ..errors import TinysetError
@@ -105,21 +106,22 @@ def evaluate_set(
     """Evaluate a distilled set (and the random baseline) under every configured label mode."""
     if ds.test is None:
         raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
-    rows: list[EvalRow] = []
-    for mode in ecfg.label_modes:
-        mine = EvalRow(mode, "distilled")
-        base = EvalRow(mode, "random")
-        for s in range(ecfg.seeds):
-            sseed = derive_seed(seed, "eval", s)
-            mine.accuracies.append(train_student(images, labels, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                 amp, runlog, progress, desc=f"eval {mode} seed {s}"))
-            if ecfg.random_baseline:
-                rx, ry = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
-                base.accuracies.append(train_student(rx, ry, ds, teacher, ecfg, mode, sseed, device, channels_last,
-                                                     amp, runlog, progress, desc=f"random {mode} seed {s}"))
-        rows.append(mine)
-        if ecfg.random_baseline:
-            rows.append(base)
+    # Every student is seeded by (seed, label mode, seed index, set), never by the order it trains
+    # in, so under torchrun the students are dealt to ranks and the result is the same.
+    sets = ("distilled", "random") if ecfg.random_baseline else ("distilled",)
+    jobs = [(mode, s, which) for mode in ecfg.label_modes for s in range(ecfg.seeds) for which in sets]
+    mine = {}
+    for mode, s, which in dist.shard(jobs):
+        sseed = derive_seed(seed, "eval", s)
+        if which == "distilled":
+            x, y = images, labels
+        else:
+            x, y = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
+        mine[(mode, s, which)] = train_student(x, y, ds, teacher, ecfg, mode, sseed, device, channels_last, amp,
+                                               runlog, progress, desc=f"{'eval' if which == 'distilled' else 'random'} {mode} seed {s}")
+    accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
+    rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
+            for mode in ecfg.label_modes for which in sets]
     report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}}
     for mode in ecfg.label_modes:
         d = next(r for r in rows if r.label_mode == mode and r.set == "distilled")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from ..data import augment as A
 from ..data.base import Split
 from ..errors import TinysetError
@@ -83,18 +84,25 @@ def augment_batch(x: torch.Tensor, spec: TrainSpec, g: torch.Generator) -> torch
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 500, channels_last: bool = False) -> float:
-    """Top-1 accuracy in percent on a whole split (eval mode, restored afterwards)."""
+def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: int = 500, channels_last: bool = False,
+             distributed: bool = False) -> float:
+    """Top-1 accuracy in percent on a whole split (eval mode, restored afterwards). With
+    ``distributed`` (every rank holding the same weights) each rank scores a share of the split."""
     was_training = model.training
     model.eval()
     correct = 0
-    for idx in torch.arange(len(split)).split(batch_size):
+    indices = torch.arange(len(split))
+    if distributed:
+        indices = indices[dist.get_rank()::dist.get_world_size()]
+    for idx in indices.split(batch_size):
         x, y = split.get_batch(idx)
         x = x.to(device)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         correct += int((model(x).argmax(1).cpu() == y).sum())
     model.train(was_training)
+    if distributed:
+        correct = int(dist.all_reduce_sum([correct], device if dist.info().backend == "nccl" else "cpu")[0])
     return 100.0 * correct / max(len(split), 1)
 
 
@@ -138,6 +146,16 @@ def _batches(split: Split, batches: list[torch.Tensor], num_workers: int):
                                             num_workers=num_workers, persistent_workers=False))
 
 
+def _ddp_indices(split: Split, epoch: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's indices for an epoch: DistributedSampler's shuffle (seeded by seed + epoch, the
+    same on every rank), padded so every rank takes the same number of steps."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(split, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
 def train(
     model: nn.Module,
     split: Split,
@@ -153,10 +171,21 @@ def train(
     desc: str = "train",
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``split`` with ``loss_fn`` (a KD-loss module) and return last-epoch test
-    accuracy. With ``checkpoint`` it saves after every epoch and resumes from an existing file."""
+    accuracy. With ``checkpoint`` it saves after every epoch and resumes from an existing file.
+
+    With ``distributed`` under torchrun the model trains as DistributedDataParallel: a
+    DistributedSampler deals each epoch's shuffled indices to ranks, each rank takes
+    ``ceil(batch_size / world_size)`` per step (so the global batch and the learning rate keep their
+    meaning) and draws its augmentations from its own generator; rank 0 writes the checkpoint. The
+    weights are not bit-identical to a one-process run (another batch composition and summation
+    order), only statistically equivalent."""
     device = torch.device(device)
+    ddp = distributed and dist.is_distributed()
+    # a non-DDP train under torchrun (one student per rank) behaves exactly like a single process
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     runlog = runlog or JsonlLog(None)
     if getattr(loss_fn, "needs_teacher", False) and teacher is None:
         raise TinysetError(f"loss {type(loss_fn).__name__} needs a teacher")
@@ -170,10 +199,16 @@ def train(
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
     opt = _optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, get_schedule(spec.schedule, spec.epochs))
     ema = _EMA(model, spec.ema) if spec.ema else None
-    g = generator(seed)
+    g = generator(seed + 104729 * rank)  # rank 0 (and a single process) keeps the plain seed
     history: list[dict] = []
     start_epoch = 0
     ckpt_path = Path(checkpoint) if checkpoint else None
@@ -183,7 +218,12 @@ def train(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        g.set_state(state["generator"])
+        gens = state.get("rank_generators") or [state["generator"]]
+        if len(gens) == world:
+            g.set_state(gens[rank])
+        else:
+            log.warning("%s: checkpoint was written by %d process(es), this run has %d; augmentation streams restart",
+                        desc, len(gens), world)
         if ema and state.get("ema") is not None:
             ema.model.load_state_dict(state["ema"])
         history = state["history"]
@@ -204,7 +244,11 @@ def train(
             loss_fn.set_progress(epoch, spec.epochs)
         tot, count, te = 0.0, 0, time.perf_counter()
         # BatchNorm cannot train on a single sample: drop a last batch of one
-        batches = [b for b in torch.randperm(n, generator=g).split(spec.batch_size) if len(b) >= 2 or n < 2]
+        if ddp:
+            batches = [b for b in _ddp_indices(split, epoch, seed, rank, world).split(-(-spec.batch_size // world))
+                       if len(b) >= 2 or n < 2]  # every rank has the same count: the sampler pads
+        else:
+            batches = [b for b in torch.randperm(n, generator=g).split(spec.batch_size) if len(b) >= 2 or n < 2]
         for idx, (x, y) in zip(batches, _batches(split, batches, spec.num_workers)):
             x = augment_batch(x.to(device, non_blocking=True), spec, g)
             y = y.to(device) if y is not None else None
@@ -219,7 +263,7 @@ def train(
                 if teacher is not None:
                     with torch.no_grad():
                         t_logits = teacher(x).float()
-                s_logits = model(x).float()
+                s_logits = net(x).float()
                 if mix is not None and y is not None:
                     perm, lam = mix
                     loss = lam * loss_fn(s_logits, t_logits, y) + (1 - lam) * loss_fn(s_logits, t_logits, y[perm])
@@ -229,7 +273,7 @@ def train(
                     from ..kd.he_da import he_da_loss
 
                     loss = loss + he_da_loss(
-                        model, teacher, x, t_logits, frac=spec.he_da, weight=spec.he_da_weight,
+                        net, teacher, x, t_logits, frac=spec.he_da, weight=spec.he_da_weight,
                         T=float(getattr(loss_fn, "temperature", 4.0)), mode=spec.he_da_mode, generator=g,
                         select=spec.he_da_select,
                     )
@@ -243,16 +287,21 @@ def train(
             tot += float(loss.detach()) * len(idx)
             count += len(idx)
         sched.step()
+        if ddp:
+            tot, count = dist.all_reduce_sum([tot, count], device if dist.info().backend == "nccl" else "cpu")
         rec = {"epoch": epoch + 1, "loss": tot / max(count, 1), "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - te}
         history.append(rec)
-        runlog.write(desc, **rec)
+        if not ddp or dist.is_main_process():  # the epoch loss is already reduced over ranks
+            runlog.write(desc, **rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        if ckpt_path:
+        rank_generators = dist.all_gather_objects(g.get_state()) if ddp else None
+        if ckpt_path and (not ddp or dist.is_main_process()):
             atomic_torch_save(
                 {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "generator": g.get_state(), "ema": ema.model.state_dict() if ema else None,
                     "history": history, "epoch": epoch + 1, "energy_thresholds": thresholds,
+                    "rank_generators": rank_generators,
                 },
                 ckpt_path,
             )
@@ -261,7 +310,9 @@ def train(
     final = ema.model if ema else model
     if ema:
         model.load_state_dict(ema.model.state_dict())
-    acc = accuracy(final, test_split, device, spec.eval_batch_size, channels_last=spec.channels_last) if test_split is not None else None
+    acc = (accuracy(final, test_split, device, spec.eval_batch_size, channels_last=spec.channels_last, distributed=ddp)
+           if test_split is not None else None)
     secs = time.perf_counter() - t0
-    runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
+    if not ddp or dist.is_main_process():
+        runlog.write(f"{desc}_done", test_accuracy=acc, seconds=secs)
     return TrainResult(test_accuracy=acc, history=history, seconds=secs, resumed_from_epoch=start_epoch)

@@ -55,6 +55,10 @@ class ViewPolicy:
     def stats(self) -> dict:
         return {}
 
+    def log_fields(self) -> dict:
+        """Extra numbers for each logged step of ``log.jsonl`` (the report draws them)."""
+        return {}
+
 
 class SharedCropPolicy(ViewPolicy):
     """SRe2L: one random-resized-crop box for the whole batch after a random shift (jitter)."""
@@ -129,6 +133,9 @@ class ExploreExploitPolicy(RandomCropPolicy):
     def stats(self):
         return {"crops_stored": self.memory.stored_total, "crops_left": len(self.memory), "stopped_at": self.stopped_at}
 
+    def log_fields(self):
+        return {"crops_in_memory": len(self.memory)}  # the report's crop-memory curve
+
 
 def recover(
     x0: torch.Tensor,
@@ -193,7 +200,8 @@ def recover(
             ctx.counter.forward += len(z)
             ctx.counter.backward += len(z)
             if cfg.log_every and (it % cfg.log_every == 0 or it == cfg.iterations - 1):
-                ctx.runlog.write(desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()), lr=opt.param_groups[0]["lr"])
+                ctx.runlog.write(desc, it=it, ce=float(ce.detach().mean()), bn=float(bn.detach()), lr=opt.param_groups[0]["lr"],
+                                 **policy.log_fields())
             if policy.observe(it, boxes.detach().cpu(), ce.detach().cpu()):
                 break
     finally:

@@ -19,15 +19,25 @@ class JsonlLog:
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
+        self.tensorboard = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            from .tensorboard import writer_for
+
+            self.tensorboard = writer_for(self.path)
 
     def write(self, event: str, **fields: Any) -> None:
         if not self.path:
             return
         rec = {"time": round(time.time(), 3), "event": event, **fields}
+        from .. import distributed as dist
+
+        if dist.is_distributed():  # ranks append to one file; each line is one small O_APPEND write
+            rec["rank"] = dist.get_rank()
         with open(self.path, "a") as f:
             f.write(json.dumps(rec, default=float) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.write(rec)
 
 
 def versions() -> dict[str, str]:
