@@ -306,6 +306,8 @@ def gap(a: dict, b: dict) -> str:
     """'above'/'below' when a and b differ by more than two pooled standard deviations, else 'no gap'."""
     pooled = math.sqrt((a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) / 2)
     d = a["accuracy_mean"] - b["accuracy_mean"]
+    if a["seeds"] < 2 or b["seeds"] < 2:
+        return f"not measurable with one seed ({d:+.2f})"
     if pooled == 0 or abs(d) <= 2 * pooled:
         return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f})"
     return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f})"
@@ -327,7 +329,7 @@ def cifar_findings(rows: Rows) -> list[str]:
         u8 = r.get("B-uint8-dm") if base == "dm" else None
         if fp and lows:
             best = max(lows, key=lambda x: x["accuracy_mean"])
-            line = f"(B) {base}: best low-bit point {best['ipc']}@{best['bits']} vs fp32 10@32: {gap(best, fp)}"
+            line = f"(B) {base}: best low-bit point {best['ipc']}@{best['bits']} vs fp32 {fp['ipc']}@32: {gap(best, fp)}"
             if u8:
                 line += f"; vs the uint8 DM set ({u8['ipc']}@8): {gap(best, u8)}"
             ur = r.get("B-uint8-random")
