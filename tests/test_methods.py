@@ -12,6 +12,7 @@ FAST = {
     "rded": {"pool": 20, "crops": 2},
     "herding": {"pool": 50},
     "random": {},
+    "dm": {"iterations": 3, "batch_real": 8},
 }
 
 

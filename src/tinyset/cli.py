@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .cli_quant import add_budget_args, apply_budget, check_budget, register_quant_commands
 from .config import ConfigError, RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override, to_dict
 from .errors import TinysetError
 
@@ -89,6 +90,7 @@ def cmd_distill(args) -> int:
     from .pipeline import distill
 
     cfg = _run_config(args)
+    plan = apply_budget(args, cfg)  # --budget: chooses ipc and bits, says why
     out = Path(args.out or f"runs/{Path(cfg.data.dataset).name.replace(':', '_')}-{cfg.method}-ipc{cfg.ipc}")
     if args.print_config or args.dry_run:
         from .plan import plan_distill
@@ -96,6 +98,7 @@ def cmd_distill(args) -> int:
         return _print_config(cfg, plan_distill(cfg, out, measure=args.dry_run))
     t0 = time.perf_counter()
     res = distill(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
+    check_budget(plan, out)
     syn = res.manifest["synthesis"]
     print(f"distilled {cfg.data.dataset} with {cfg.method} at IPC {cfg.ipc}: {out}")
     extra = f", {syn['iterations_run']} iterations run ({syn.get('iterations_saved', 0)} saved by early stop)" if "iterations_run" in syn else ""
@@ -205,7 +208,7 @@ def cmd_info(args) -> int:
     m = art.manifest
     print(f"artifact {art.path} (format {m['format_version']}, tinyset {m.get('tinyset_version')})")
     print(f"dataset {m['dataset']}, method {m['method']}, ipc {m['ipc']}, seed {m['seed']}, images {tuple(art.images.shape)}")
-    print(f"stored bytes {m['total_bytes']}: " + ", ".join(f"{k} {v['bytes']} B ({v['bits']} bits, {v['dtype']})" for k, v in m["components"].items()))
+    print(f"decoder {art.decoder['name']}; stored bytes {m['total_bytes']}: " + ", ".join(f"{k} {v['bytes']} B ({v['bits']} bits, {v['dtype']})" for k, v in m["components"].items()))
     teacher = m.get("teacher") or {}
     if teacher:
         print(f"teacher {teacher.get('model')} sha256 {str(teacher.get('sha256'))[:16]}… test accuracy {teacher.get('test_accuracy')}")
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-eval", action="store_true", help="write the artifact only")
     d.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     d.add_argument("--dry-run", action="store_true", help="print the resolved config, the units and a rough time (measured on a few steps), then exit")
+    add_budget_args(d)
     _common_run_args(d)
     d.set_defaults(func=cmd_distill)
 
@@ -366,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--overwrite", action="store_true", help="clear an --out that holds a different kd run")
     _common_run_args(k)
     k.set_defaults(func=cmd_kd)
+
+    register_quant_commands(sub)  # compress, budget
 
     for name, fn, helptext in (
         ("datasets", cmd_datasets, "list datasets"), ("models", cmd_models, "list models"),

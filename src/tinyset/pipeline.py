@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifact import load_artifact, save_artifact
+from .artifact import load_artifact, save_artifact, save_quantized_set
+from .quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
 from .config import RunConfig, save_yaml, to_dict
 from .data import load_dataset
 from .data.base import Dataset
@@ -79,9 +80,9 @@ def synthesize(
         raise TinysetError("a distributed synthesis exchanges units through the partial folder; give one")
     mine = dist.shard(units)  # all units in a single process
     t0 = time.perf_counter()
-    done: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = {}
+    done: dict[str, tuple[torch.Tensor, torch.Tensor, dict, dict | None]] = {}
     for unit in progress_bar(mine, desc=f"{cfg.method} units", disable=not progress or len(mine) < 2, leave=False):
-        done[unit.key] = _unit(method, unit, cfg, partial)
+        done[unit.key] = _unit(method, unit, cfg, partial)  # (x, y, stats, in-loop encoding or None)
     seconds = time.perf_counter() - t0
     counter = ctx.counter.as_dict()
     if distributed:
@@ -95,11 +96,12 @@ def synthesize(
             return None, None, {}
         for unit in units:
             if unit.key not in done:
-                x, y, _ = _load_unit(_unit_path(partial, unit))
-                done[unit.key] = (x, y, stats[unit.key])
-    images, labels, slots, unit_stats = [], [], [], []
+                x, y, _, enc = _load_unit(_unit_path(partial, unit))
+                done[unit.key] = (x, y, stats[unit.key], enc)
+    images, labels, slots, unit_stats, encoded = [], [], [], [], []
     for unit in units:
-        x, y, st = done[unit.key]
+        x, y, st, enc = done[unit.key]
+        encoded.append(enc)
         images.append(x)
         labels.append(y)
         slots.append(torch.arange(unit.start, unit.stop).repeat(len(unit.classes)))
@@ -109,6 +111,10 @@ def synthesize(
     summary = {"seconds": seconds, "units": unit_stats, **counter, "method_config": method.resolved_config()}
     if distributed:
         summary["world_size"] = dist.get_world_size()
+    if any(e is not None for e in encoded):  # quantizer in the loop: the set is stored as codes
+        if not all(e is not None for e in encoded):
+            raise TinysetError(f"method {cfg.method} quantized some units but not others")
+        summary["_quantized"] = merge_encoded(encoded, order, y[order], ds.info.num_classes)
     for key in ("iterations_run", "iterations_saved", "class_stats_seconds"):
         vals = [u[key] for u in unit_stats if isinstance(u.get(key), (int, float))]
         if vals:
@@ -122,32 +128,35 @@ def _unit_path(partial: Path, unit) -> Path:
     return partial / f"unit_{unit.short_key}.safetensors"
 
 
-def _load_unit(cached: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _load_unit(cached: Path) -> tuple[torch.Tensor, torch.Tensor, dict, dict | None]:
     t = load_file(str(cached))
     st = json.loads(cached.with_suffix(".json").read_text())
-    return t["images"], t["labels"], st
+    enc = encoded_from_tensors(t, st.pop("encoded")) if "encoded" in st else None
+    return t["images"], t["labels"], st, enc
 
 
-def _unit(method, unit, cfg: RunConfig, partial: Path | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _unit(method, unit, cfg: RunConfig, partial: Path | None) -> tuple[torch.Tensor, torch.Tensor, dict, dict | None]:
     """One unit: read from the partial folder if finished, else run and store it. The stats file is
     written first and the tensors file last, each by temp file + rename, so the tensors file is
     the commit mark: present means complete, and a run killed mid-write leaves only a temp file."""
     cached = _unit_path(partial, unit) if partial else None
     if cached and cached.exists() and cached.with_suffix(".json").exists():
-        x, y, st = _load_unit(cached)
+        x, y, st, enc = _load_unit(cached)
         if st.get("unit_classes") == list(unit.classes) and st.get("unit_slots") == [unit.start, unit.stop]:
-            return x, y, {**st, "resumed": True}
+            return x, y, {**st, "resumed": True}, enc
         # else a hash collision or a foreign file: recompute
     res = method.run_unit(unit, generator(derive_seed(cfg.seed, cfg.method, unit.key)))
-    x, y, st = res.images.float().contiguous(), res.labels.long(), res.stats
+    x, y, st, enc = res.images.float().contiguous(), res.labels.long(), res.stats, res.encoded
     if x.shape[0] != len(unit.classes) * unit.per_class or not torch.isfinite(x).all():
         raise TinysetError(f"method {cfg.method} returned a bad unit {unit.short_key}: shape {tuple(x.shape)}, finite={bool(torch.isfinite(x).all())}")
     st = {**st, "unit_classes": list(unit.classes), "unit_slots": [unit.start, unit.stop]}
     if cached:
-        atomic_write_text(cached.with_suffix(".json"), json.dumps(st, default=str))
+        # a quantizer in the loop: its codes and state travel with the unit (json meta + tensors)
+        enc_t, enc_meta = encoded_to_tensors(enc) if enc is not None else ({}, None)
+        atomic_write_text(cached.with_suffix(".json"), json.dumps({**st, **({"encoded": enc_meta} if enc else {})}, default=str))
         with atomic_path(cached) as tmp:
-            save_file({"images": x, "labels": y}, str(tmp))
-    return x, y, st
+            save_file({"images": x, "labels": y, **enc_t}, str(tmp))
+    return x, y, st, enc
 
 
 def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> DistillResult:
@@ -223,8 +232,12 @@ def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, 
         # images are bit-identical only for the same thread count (float reduction order)
         "torch_threads": torch.get_num_threads(),
     }
-    save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
-                  preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
+    quantized = summary.pop("_quantized", None)
+    if quantized is None:
+        save_artifact(out, {"images": x, "labels": y}, manifest, preview=x if info.kind == "image" else None,
+                      preview_labels=y, class_names=list(info.class_names), overwrite=overwrite)
+    else:
+        save_quantized_set(out, quantized, manifest, x, y, class_names=list(info.class_names), overwrite=overwrite)
     save_yaml(to_dict(cfg), out / "config.yaml")
     shutil.copy(partial / "log.jsonl", out / "log.jsonl")
     if (partial / "tensorboard").is_dir():

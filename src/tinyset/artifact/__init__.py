@@ -16,6 +16,7 @@ from .format import (
 )
 from .preview import make_grid_image
 from . import bases_decoder  # noqa: E402,F401  (registers the "bases" decoder of boosted SSDD)
+from .store import save_quantized_set
 
 __all__ = [
     "DECODERS",
@@ -24,6 +25,7 @@ __all__ = [
     "get_decoder",
     "quantized_components",
     "register_decoder",
+    "save_quantized_set",
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "TENSORS_FILE",

@@ -3,7 +3,7 @@
 The builder modules are imported here only so that their ``@register_dataset`` lines run."""
 from __future__ import annotations
 
-from . import digits, imagefolder, npz, torchvision_sets  # noqa: F401  (registration side effects)
+from . import beam, digits, imagefolder, npz, torchvision_sets  # noqa: F401  (registration side effects)
 from .base import Dataset, DatasetInfo, Split, TensorSplit, channel_stats
 from .imagefolder import FileSplit
 from .registry import DATASETS, data_root, describe_datasets, load_dataset, register_dataset

@@ -96,6 +96,13 @@ class UnitResult:
     images: torch.Tensor  # [n, *shape] float in [0, 1]
     labels: torch.Tensor  # [n]
     stats: dict = field(default_factory=dict)
+    encoded: dict | None = None  # quantizer in the loop: codes + state (see quant/inloop.py)
+
+    def __post_init__(self) -> None:
+        # the recovery loop hands its encoding over in stats, so methods built on it need no change
+        if self.encoded is None and isinstance(self.stats, dict) and "_encoded" in self.stats:
+            self.stats = dict(self.stats)
+            self.encoded = self.stats.pop("_encoded")
 
 
 class Method:

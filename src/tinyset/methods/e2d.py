@@ -13,12 +13,13 @@ optimises sub-batches of 20 images and stops each on its own, so it fires more o
 never here at 100). ``method_args.batch_size=20`` judges it per 20 images, at a lower throughput."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import TinysetError
+from ..quant.inloop import QuantizerConfig
 from .base import Unit, UnitResult, register_method, sample_class_indices
 from .recovery import ExploreExploitPolicy, RandomCropPolicy, recover
 from .sre2l import RecoveryMethod, noise_init
@@ -44,6 +45,7 @@ class E2DConfig:
     confident_pool: int = 10  # candidates per image for init=confident
     memory: bool = True  # False = exploration only (ablation e2d_no_memory)
     solved_ce: float | None = None  # stripe remedy: skip updates of images whose CE is below this (see recovery.py)
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(granularity="image"))  # QuADD in the loop
 
 
 @register_method("e2d", "E2D: real-image start, explore random crops, exploit remembered hard crops, early stop")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lines otherwise
 
 from ..data import augment as A
+from ..quant.inloop import LoopQuantizer, QuantizerConfig
 from .base import MethodContext
 from .bn_matching import BNMatcher, BNTargets
 from .crop_memory import CropMemory
@@ -39,6 +40,8 @@ class RecoveryConfig:
     batch_size: int = 100  # images optimised together (classes x slots)
     log_every: int = 50
     solved_ce: float | None = None  # stripe remedy: skip the update of an image whose CE on this step's view is below this
+    # QuADD: every view is cut from Q(latent); one clip per image so units merge into one set
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(granularity="image"))
 
 
 class ViewPolicy:
@@ -203,6 +206,9 @@ def recover(
     z.requires_grad_(True)
     y = labels.to(dev)
     opt = torch.optim.Adam([z], lr=cfg.lr, betas=tuple(cfg.betas))
+    qcfg = getattr(cfg, "quantizer", None)
+    lq = LoopQuantizer(qcfg, x0, info).to(dev) if qcfg is not None and qcfg.enabled else None
+    qopt = lq.optimizer() if lq is not None else None
     use_amp = ctx.amp and dev.type == "cuda"
     t0 = time.perf_counter()
     it = -1
@@ -213,7 +219,10 @@ def recover(
                 pg["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))
             k = it % len(teachers)
             teacher, matcher = teachers[k], matchers[k]
-            view, boxes = policy.view(mean + std * z, it, g)
+            source = mean + std * z
+            if lq is not None:
+                source = lq(lq.space.from_data(source))
+            view, boxes = policy.view(source, it, g)
             if ctx.channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
             matcher.start(y)
@@ -223,6 +232,8 @@ def recover(
             bn = matcher.loss()
             loss = ce.mean() + cfg.r_bn * bn
             opt.zero_grad(set_to_none=True)
+            if qopt is not None:
+                qopt.zero_grad(set_to_none=True)
             loss.backward()
             solved = None
             if cfg.solved_ce is not None:
@@ -233,6 +244,8 @@ def recover(
                 solved = (ce.detach() < cfg.solved_ce).view(-1, 1, 1, 1)
                 before = z.detach().clone()
             opt.step()
+            if qopt is not None:
+                qopt.step()
             with torch.no_grad():
                 if solved is not None:
                     z.copy_(torch.where(solved, before, z))
@@ -255,6 +268,11 @@ def recover(
         stats["frozen_image_steps"] = frozen_steps
     ctx.runlog.write("recover_done", unit=desc, **stats)
     x = (mean + std * z.detach()).clamp(0.0, 1.0)  # clamp again: float rounding at the range ends
+    if lq is not None:  # the stored set is Q(latent): codes + state, decoding to exactly x
+        latent = lq.space.from_data(mean + std * z.detach())
+        with torch.no_grad():
+            x = lq(latent)
+        stats["_encoded"] = lq.encoded(latent)  # UnitResult picks it up
     return x.float().contiguous().cpu(), stats
 
 

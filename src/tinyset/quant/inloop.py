@@ -1,0 +1,141 @@
+"""Quantization inside an optimisation loop (QuADD): the loop optimises a *latent* and every
+forward pass sees ``space.to_data(Q(latent))``; the quantizer's parameters learn alongside.
+
+Used by DM (``methods/dm.py``) and the recovery loop (E2D, SRe2L). The result is stored as codes +
+quantizer state (the ``quantized`` decoder), which decode to exactly what the last forward saw.
+
+Units: a method that splits work into several units returns one encoding per unit; they merge
+into one set when the quantizer's state is per image (``granularity=image``) or when there is a
+single unit (DM runs every class in one unit, so per-set and per-channel clips work there)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.base import DatasetInfo
+from ..errors import TinysetError
+from .base import Quantizer, build_quantizer, quantizer_from_config
+from .bitpack import pack_bits
+from .space import DataSpace
+
+
+@dataclass
+class QuantizerConfig:
+    """``name: null`` = no quantizer (a float32 set)."""
+
+    name: str | None = None  # uniform | apot | codebook
+    bits: int = 3
+    granularity: str = "tensor"  # tensor | channel | image
+    signed: bool | None = None  # default: apot signed, uniform/codebook unsigned
+    space: str = "auto"  # pixels | normalized | auto (signed -> normalized units, else [0, 1] pixels)
+    lr: float = 0.01  # Adam lr of the quantizer's own parameters (clips, levels)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.name)
+
+
+def data_space(qcfg: QuantizerConfig, quantizer: Quantizer, info: DatasetInfo) -> DataSpace:
+    space = qcfg.space
+    if space == "auto":
+        space = "normalized" if quantizer.signed else "pixels"
+    clamp = [0.0, 1.0] if info.kind == "image" else None
+    if space == "pixels":
+        return DataSpace(clamp=clamp)
+    if space == "normalized":
+        return DataSpace(mean=list(info.mean), std=list(info.std), clamp=clamp)
+    raise TinysetError(f"quantizer space must be pixels, normalized or auto, not {qcfg.space!r}")
+
+
+class LoopQuantizer(nn.Module):
+    """A quantizer plus the space it works in, initialised on the starting data ``x0``."""
+
+    def __init__(self, qcfg: QuantizerConfig, x0: torch.Tensor, info: DatasetInfo):
+        super().__init__()
+        self.qcfg = qcfg
+        self.q = build_quantizer(qcfg.name, qcfg.bits, qcfg.granularity, signed=qcfg.signed)
+        self.space = data_space(qcfg, self.q, info)
+        self.q.init_from(self.space.from_data(x0.float()))
+
+    def latent(self, x0: torch.Tensor) -> torch.Tensor:
+        """The starting latent: real data mapped into the quantizer's space (so the first forward
+        pass is the quantized real data)."""
+        return self.space.from_data(x0.float()).detach().clone()
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.space.to_data(self.q(latent))
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.q.parameters(), lr=self.qcfg.lr)
+
+    def encoded(self, latent: torch.Tensor) -> dict[str, Any]:
+        """Per-unit encoding: integer codes, quantizer state and the config to rebuild them."""
+        with torch.no_grad():
+            codes = self.q.encode(latent.detach()).cpu()
+        # contiguous: the recovery loop's latent may be channels_last, and safetensors needs C order
+        return {"codes": codes.to(torch.uint8).contiguous(), "state": self.q.state(), "quantizer": self.q.config(),
+                "space": self.space.to_config()}
+
+
+def encoded_to_tensors(enc: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Flatten an encoding into (safetensors-able tensors, JSON meta) for the unit cache."""
+    tensors = {"enc.codes": enc["codes"].contiguous(), **{f"enc.q.{k}": v.contiguous() for k, v in enc["state"].items()}}
+    return tensors, {"quantizer": enc["quantizer"], "space": enc["space"]}
+
+
+def encoded_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state = {k[len("enc.q."):]: v for k, v in tensors.items() if k.startswith("enc.q.")}
+    return {"codes": tensors["enc.codes"], "state": state, **meta}
+
+
+def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """One quantized set from per-unit encodings (concatenated in unit order, then ``order``
+    applied, as the pipeline does with the images). Returns save_artifact's (components, bits,
+    roles, decoder_config)."""
+    from ..artifact.decoders import STATE_PREFIX, pack_labels
+
+    first = units[0]
+    for u in units[1:]:
+        if u["quantizer"] != first["quantizer"] or u["space"] != first["space"]:
+            raise TinysetError("units were quantized with different quantizer settings; cannot merge them into one set")
+    codes = torch.cat([u["codes"] for u in units]).long()[order]
+    if len(units) == 1:
+        state = dict(first["state"])
+    elif first["quantizer"]["granularity"] == "image":
+        state = {k: torch.cat([u["state"][k] for u in units])[order] for k in first["state"]}
+    else:
+        raise TinysetError(
+            f"a {first['quantizer']['granularity']}-granularity quantizer runs per unit and this method made "
+            f"{len(units)} units; use quantizer granularity=image (one clip per image) for it"
+        )
+    shape = list(codes.shape)
+    q = quantizer_from_config(first["quantizer"], state, shape)  # validates the state
+    comps = {"codes": pack_bits(codes, q.bits)}
+    bits = {"codes": q.bits}
+    roles = {"codes": "codes", "labels": "labels"}
+    for k, v in q.state().items():
+        comps[STATE_PREFIX + k] = v
+        roles[STATE_PREFIX + k] = "quantizer"
+    comps["labels"], lbits = pack_labels(labels, num_classes)
+    if lbits <= 8:
+        bits["labels"] = lbits
+    config = {"quantizer": first["quantizer"], "shape": shape, "space": first["space"], "label_bits": lbits,
+              "num_samples": shape[0]}
+    return comps, bits, roles, config
+
+
+def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_classes: int) -> int:
+    """Exact bytes of a set of ``n`` samples: float32 data + int64 labels without a quantizer (as
+    the pipeline stores them), else codes + quantizer state + packed labels."""
+    from ..artifact.decoders import label_bits
+
+    shape = (n, *sample_shape)
+    if qcfg is None or not qcfg.enabled:
+        return 4 * math.prod(shape) + 8 * n
+    q = build_quantizer(qcfg.name, qcfg.bits, qcfg.granularity, signed=qcfg.signed)
+    lb = label_bits(num_classes)
+    return q.cost_bytes(shape) + ((n * lb + 7) // 8 if lb <= 8 else 4 * n)
