@@ -11,7 +11,7 @@
     post-hoc at several compression ratios; MLP students, hard labels, top-1 and top-3.
 
     python benchmarks/quadd.py --part beam
-    python benchmarks/quadd.py --part cifar --data-root ../shared/data --cache /work/bench-cache
+    python benchmarks/quadd.py --part cifar --data-root ../shared/data --cache benchmarks/cache
     python benchmarks/quadd.py --part cifar --smoke      # a minutes-long check of the script
 
 ``bytes`` = every stored byte a student needs (data or codes + quantizer state + labels packed at
@@ -387,7 +387,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--part", choices=["beam", "cifar"], required=True)
     p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--cache", default="/work/bench-cache", help="teacher cache (the shared ConvNet-3 teacher)")
+    p.add_argument("--cache", default=str(Path(__file__).parent / "cache"), help="teacher cache (the ConvNet-3 teacher decoupled.py also uses)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=100, help="CIFAR student epochs")
     p.add_argument("--student", default="convnet:depth=3,width=64")
