@@ -133,17 +133,23 @@ def quantized_components(
     space = space or DataSpace()
     with torch.no_grad():
         codes = quantizer.encode(latent.detach()).cpu()
+    return components_from_codes(codes, quantizer, labels.cpu(), num_classes, quantizer.config(), space.to_config())
+
+
+def components_from_codes(
+    codes: torch.Tensor, quantizer: Quantizer, labels: torch.Tensor, num_classes: int, qconfig: dict, space: dict
+) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, str], dict[str, Any]]:
+    """What the ``quantized`` decoder stores for integer ``codes``: the bit-packed codes, the
+    quantizer's state and the packed labels, with their bits, roles and the decoder config."""
     comps = {"codes": pack_bits(codes, quantizer.bits)}
     bits = {"codes": quantizer.bits}
     roles = {"codes": "codes", "labels": "labels"}
     for k, v in quantizer.state().items():
         comps[STATE_PREFIX + k] = v
         roles[STATE_PREFIX + k] = "quantizer"
-    comps["labels"], lbits = pack_labels(labels.cpu(), num_classes)
+    comps["labels"], lbits = pack_labels(labels, num_classes)
     if lbits <= 8:
         bits["labels"] = lbits
-    config = {
-        "quantizer": quantizer.config(), "shape": list(latent.shape), "space": space.to_config(),
-        "label_bits": lbits, "num_samples": int(latent.shape[0]),
-    }
+    config = {"quantizer": qconfig, "shape": list(codes.shape), "space": space, "label_bits": lbits,
+              "num_samples": int(codes.shape[0])}
     return comps, bits, roles, config

@@ -19,7 +19,6 @@ from torch import nn
 from ..data.base import DatasetInfo
 from ..errors import TinysetError
 from .base import Quantizer, build_quantizer, quantizer_from_config
-from .bitpack import pack_bits
 from .space import DataSpace
 
 
@@ -96,7 +95,7 @@ def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torc
     """One quantized set from per-unit encodings (concatenated in unit order, then ``order``
     applied, as the pipeline does with the images). Returns save_artifact's (components, bits,
     roles, decoder_config)."""
-    from ..artifact.decoders import STATE_PREFIX, pack_labels
+    from ..artifact.decoders import components_from_codes
 
     first = units[0]
     for u in units[1:]:
@@ -112,20 +111,8 @@ def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torc
             f"a {first['quantizer']['granularity']}-granularity quantizer runs per unit and this method made "
             f"{len(units)} units; use quantizer granularity=image (one clip per image) for it"
         )
-    shape = list(codes.shape)
-    q = quantizer_from_config(first["quantizer"], state, shape)  # validates the state
-    comps = {"codes": pack_bits(codes, q.bits)}
-    bits = {"codes": q.bits}
-    roles = {"codes": "codes", "labels": "labels"}
-    for k, v in q.state().items():
-        comps[STATE_PREFIX + k] = v
-        roles[STATE_PREFIX + k] = "quantizer"
-    comps["labels"], lbits = pack_labels(labels, num_classes)
-    if lbits <= 8:
-        bits["labels"] = lbits
-    config = {"quantizer": first["quantizer"], "shape": shape, "space": first["space"], "label_bits": lbits,
-              "num_samples": shape[0]}
-    return comps, bits, roles, config
+    q = quantizer_from_config(first["quantizer"], state, list(codes.shape))  # validates the state
+    return components_from_codes(codes, q, labels, num_classes, first["quantizer"], first["space"])
 
 
 def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_classes: int) -> int:
