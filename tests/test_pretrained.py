@@ -80,3 +80,13 @@ def test_pretrained_errors(tree, weights, tmp_path):
     digits = load_dataset("digits")
     with pytest.raises(TinysetError, match="ImageNet index of each class"):
         pretrained_teacher("tv:resnet18", digits.info, str(path))
+
+
+def test_cli_teacher_pretrained(tree, weights, tmp_path, capsys):
+    from tinyset import cli
+
+    _, path = weights
+    rc = cli.main(["teacher", "--dataset", f"imagefolder:{tree}", "--set", "data.image_size=32", "--teacher-model",
+                   "tv:resnet18", "--pretrained", str(path), "--set", f"teacher.cache_dir={tmp_path}", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "test accuracy" in out and str(path) in out

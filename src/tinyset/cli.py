@@ -52,6 +52,7 @@ def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunC
         "data.download": True if args.download else None, "device": args.device,
         "method": getattr(args, "method", None), "ipc": getattr(args, "ipc", None), "seed": getattr(args, "seed", None),
         "teacher.checkpoint": getattr(args, "teacher", None), "teacher.model": getattr(args, "teacher_model", None),
+        "teacher.pretrained": getattr(args, "pretrained", None),
         "eval.seeds": getattr(args, "seeds", None), "eval.student": getattr(args, "student", None),
         "eval.epochs": getattr(args, "epochs", None), "eval.loss": getattr(args, "kd", None),
     }
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, help="run seed (config default: 0)")
     d.add_argument("--out", help="run directory (default runs/<dataset>-<method>-ipc<N>)")
     d.add_argument("--teacher", help="your own teacher checkpoint (.pt or .safetensors) instead of a cached/trained one")
+    d.add_argument("--pretrained", metavar="WEIGHTS", help="tv:<model> teachers: torchvision weights (DEFAULT or an enum name; downloads once) or a local state_dict file; the head keeps the dataset's classes (classes.tsv)")
     d.add_argument("--teacher-model", help="teacher architecture to train (config default: convnet3)")
     d.add_argument("--seeds", type=int, help="evaluation seeds (config default: 3)")
     d.add_argument("--student", help="student architecture for evaluation (config default: convnet3)")
@@ -308,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-model", "--model", dest="model", help="teacher architecture, see `tinyset models` (config default: convnet3)")
     t.add_argument("--epochs", type=int, help="training epochs (config default: 30)")
     t.add_argument("--teacher", help="evaluate your own checkpoint (.pt or .safetensors) instead")
+    t.add_argument("--pretrained", metavar="WEIGHTS", help="tv:<model> teachers: torchvision weights (DEFAULT or an enum name; downloads once) or a local state_dict file; the head keeps the dataset's classes (classes.tsv)")
     t.add_argument("--ssl", help="train a self-supervised encoder instead (barlow_twins)")
     _common_run_args(t)
     t.set_defaults(func=cmd_teacher)

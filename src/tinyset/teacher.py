@@ -106,6 +106,7 @@ def _pretrained(ds: Dataset, tcfg: TeacherConfig, device) -> Teacher:
     model, ref = pretrained_teacher(tcfg.model, ds.info, tcfg.pretrained, tcfg.head_classes or None)
     path = Path(tcfg.pretrained).expanduser()
     ref["sha256"] = sha256_file(path) if path.is_file() else None
+    ref["path"] = ref["weights"]
     ident = json.dumps({"weights": ref["weights"], "sha256": ref["sha256"], "head": ref["head_classes"],
                         "dataset": ds.info.name, "shape": list(ds.info.shape)}, sort_keys=True)
     d = cache_root(tcfg.cache_dir) / "pretrained" / hashlib.sha256(ident.encode()).hexdigest()[:16]
