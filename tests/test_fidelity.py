@@ -10,7 +10,7 @@ import torch
 from tinyset.config import DataConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.methods import MethodContext, build_method
-from tinyset.methods.bn_matching import BNMatcher, cached_bn_targets
+from tinyset.methods.bn_matching import BN_STATS_VERSION, BNMatcher, cached_bn_targets
 from tinyset.methods.recovery import RandomCropPolicy
 from tinyset.models import get_model
 from tinyset.pipeline import synthesize
@@ -52,7 +52,7 @@ def test_real_batches_under_the_loops_view_sit_at_the_floor_of_the_bn_term(digit
     # cached under a versioned key of the view: a second call computes nothing
     _, secs = cached_bn_targets(t, digits, torch.device("cpu"), tmp_path, "view", policy.sample_view, policy.spec(),
                                 progress=False)
-    assert secs == 0.0 and all(p.name.startswith("bn_stats_v2_") for p in tmp_path.glob("*.pt"))
+    assert secs == 0.0 and all(p.name.startswith(f"bn_stats_v{BN_STATS_VERSION}_") for p in tmp_path.glob("*.pt"))
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
