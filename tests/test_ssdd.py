@@ -11,8 +11,8 @@ from tinyset.artifact import load_artifact
 from tinyset.config import RunConfig
 from tinyset.errors import TinysetError
 from tinyset.eval.transfer import AdaptedSplit, TransferConfig, evaluate_transfer
-from tinyset.methods.approx import fit_view_net, view_net_from_state, view_net_state
-from tinyset.methods.bases import BasesParam, pca_bases, project, random_bases
+from tinyset.param.view_nets import fit_view_net, view_net_from_state, view_net_state
+from tinyset.param.bases import BasesParam, pca_bases, project, random_bases
 from tinyset.methods.krr import krr_predict, with_bias
 from tinyset.methods.krr_st import PixelSupport, PoolNet
 from tinyset.methods.ssdd import BasesSupport, SSDDConfig, ssdd_floats

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import TinysetError
-from ..methods.approx import view_net_from_state
-from ..methods.bases import decode_images
+from ..param.view_nets import view_net_from_state
+from ..param.bases import decode_images
 from ..ssl.rotations import all_views
 from .decoders import Decoder, register_decoder
 

@@ -3,12 +3,15 @@ batches by index. Images are float tensors in [0, 1], NCHW; normalisation lives 
 (``models.NormalizedModel``), so synthetic pixels are clamped to [0, 1] and export to PNG exactly."""
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
 
 from ..errors import TinysetError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,3 +136,14 @@ def channel_stats(split: Split, max_samples: int = 10000, batch: int = 1000) -> 
     mean = s / count
     std = (s2 / count - mean * mean).clamp_min(1e-12).sqrt()
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def sample_class_indices(ds: Dataset, c: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` distinct training indices of class ``c`` (with replacement only if the class is smaller)."""
+    pool = ds.train.class_indices(c)
+    if len(pool) == 0:
+        raise TinysetError(f"class {c} has no training images")
+    if n <= len(pool):
+        return pool[torch.randperm(len(pool), generator=g)[:n]]
+    log.warning("class %d has %d images, fewer than %d requested: sampling with replacement", c, len(pool), n)
+    return pool[torch.randint(len(pool), (n,), generator=g)]

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import TinysetError
 from ..utils.cache import cache_root
+from ..utils.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,11 @@ class DecodedCache:
         # np.memmap mode "w+" truncates; create the files once (sparse), then always open "r+"
         for name, shape in (("pixels.u8", (self.n, *self.shape)), ("filled.u8", (self.n,))):
             p = d / name
-            if not p.exists():
-                tmp = p.with_suffix(".tmp")
-                np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
-                tmp.replace(p)
+            if not p.exists():  # unique temp names: DataLoader workers may race to create it
+                with atomic_path(p) as tmp:
+                    np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
         if not meta.exists():
-            meta.write_text(json.dumps(want))
+            atomic_write_text(meta, json.dumps(want))
         self._pixels = np.memmap(d / "pixels.u8", dtype=np.uint8, mode="r+", shape=(self.n, *self.shape))
         self._filled = np.memmap(d / "filled.u8", dtype=np.uint8, mode="r+", shape=(self.n,))
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import distributed as dist
 from ..config import EvalConfig
-from ..data.base import Dataset, TensorSplit
+from ..data.base import Dataset, TensorSplit, sample_class_indices
 from ..errors import TinysetError
 from ..kd import build_kd_loss
 from ..models import get_model
@@ -37,8 +37,6 @@ def eval_spec(ecfg: EvalConfig, channels_last: bool = True, amp: bool = False) -
 
 def random_subset(ds: Dataset, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real training images with the same per-class counts as ``labels``."""
-    from ..methods.base import sample_class_indices
-
     g = generator(seed)
     counts = torch.bincount(labels, minlength=ds.info.num_classes)
     idx = torch.cat([sample_class_indices(ds, c, int(k), g) for c, k in enumerate(counts.tolist()) if k > 0])

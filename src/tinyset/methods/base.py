@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import apply_mapping, to_dict
-from ..data.base import Dataset
+from ..data.base import Dataset, sample_class_indices  # noqa: F401  (re-exported for the methods)
 from ..errors import TinysetError
 from ..registry import Registry
 from ..utils.runlog import JsonlLog
@@ -154,14 +154,3 @@ def build_method(name: str, args: dict | None, ctx: MethodContext) -> Method:
     if args:
         apply_mapping(cfg, args, prefix="method_args.")
     return cls(cfg, ctx)
-
-
-def sample_class_indices(ds: Dataset, c: int, n: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` distinct training indices of class ``c`` (with replacement only if the class is smaller)."""
-    pool = ds.train.class_indices(c)
-    if len(pool) == 0:
-        raise TinysetError(f"class {c} has no training images")
-    if n <= len(pool):
-        return pool[torch.randperm(len(pool), generator=g)[:n]]
-    log.warning("class %d has %d images, fewer than %d requested: sampling with replacement", c, len(pool), n)
-    return pool[torch.randint(len(pool), (n,), generator=g)]

@@ -23,8 +23,8 @@ import torch
 
 from ..errors import TinysetError
 from ..ssl.rotations import QUARTER_TURNS, all_views
-from .approx import fit_view_net, n_params, view_net_state
-from .bases import BasesParam, downsample, pca_bases, project, random_bases
+from ..param.view_nets import fit_view_net, n_params, view_net_state
+from ..param.bases import BasesParam, downsample, pca_bases, project, random_bases
 from .base import register_method
 from .krr_st import KRRSTConfig, SelfSupervisedMethod, SupportSet, budget_floats, choose_real, run_krr_st
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ from torch import nn
 
 from ..data.base import DatasetInfo
 from ..errors import TinysetError
-from ..utils.files import sha256_file  # noqa: F401  (re-exported)
+from ..utils.files import atomic_path, sha256_file  # noqa: F401  (sha256_file re-exported)
 from .registry import NormalizedModel, get_model
 
 log = logging.getLogger(__name__)
@@ -22,16 +20,8 @@ log = logging.getLogger(__name__)
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temp file in the same folder and rename, so an interrupt never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_model(model: nn.Module, path: str | Path, spec: str, info: DatasetInfo, meta: dict | None = None) -> None:
@@ -92,12 +82,10 @@ def save_model_safetensors(model: nn.Module, path: str | Path, spec: str, info: 
     """A teacher as safetensors: weights plus (model name, dataset info, meta) in the header."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"model": spec, "dataset_info": json.dumps(info.to_dict(), default=list),
-                                         "meta": json.dumps(meta or {}, default=str)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"model": spec, "dataset_info": json.dumps(info.to_dict(), default=list),
+                                             "meta": json.dumps(meta or {}, default=str)})
 
 
 def load_model(
