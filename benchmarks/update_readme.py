@@ -12,6 +12,8 @@ START, END = "<!-- benchmark tables: start -->", "<!-- benchmark tables: end -->
 def main() -> None:
     parts = []
     for md in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+        if md.stem.endswith("_smoke"):  # a smoke run proves a script works; its numbers are not results
+            continue
         text = md.read_text().strip()
         text = re.sub(r"^# ", "### ", text, count=1)  # demote the title under the README's section
         parts.append(f"{text}\n\n(from `benchmarks/results/{md.name}`)")
