@@ -44,7 +44,10 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
 
 def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     info = ds.info
-    knobs = {k: v for k, v in asdict(tcfg).items() if k not in ("checkpoint", "cache_dir", "extra", "trust_checkpoint")}
+    # Only the knobs that shape a trained teacher: checkpoint/pretrained teachers never reach this
+    # key, so their fields stay out of it (adding them must not orphan teachers cached before).
+    skip = ("checkpoint", "cache_dir", "extra", "trust_checkpoint", "pretrained", "head_classes")
+    knobs = {k: v for k, v in asdict(tcfg).items() if k not in skip}
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
