@@ -58,6 +58,7 @@ def test_early_stop_fires_when_all_memories_are_empty():
     _, b = pol.view(x, 3, g)
     assert pol.observe(3, b, torch.tensor([0.3, 2.0]))  # solved -> every memory empty -> stop
     assert pol.stats()["stopped_at"] == 4
+    assert pol.stats()["memory_occupancy"] == [1, 1, 1, 0]  # the crop memory's curve, one entry per step
 
 
 def _bn_net(channels=3):

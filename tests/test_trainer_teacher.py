@@ -70,3 +70,16 @@ def test_dataloader_workers_do_not_change_the_result(digits):
     train(b, digits.train, TrainSpec(**{**spec.__dict__, "num_workers": 2}), build_kd_loss("ce"), seed=1, progress=False)
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(x, y)
+
+
+def test_teacher_cache_key_is_pinned(digits):
+    """Golden value: a change to what the key hashes orphans every teacher users have cached (hours of
+    training at ImageNet scale). Change it on purpose only, with RECIPE_VERSION, and say so."""
+    import dataclasses
+
+    cfg = TeacherConfig()
+    assert teacher_key(cfg, digits) == "digits-convnet3-ab8270f0fcef"
+    # fields of checkpoint/pretrained teachers, and where the cache lives, are not part of a trained teacher
+    same = dataclasses.replace(cfg, cache_dir="/elsewhere", extra=("convnet2",), trust_checkpoint=True,
+                               pretrained=None, head_classes=(1, 2))
+    assert teacher_key(same, digits) == teacher_key(cfg, digits)

@@ -140,6 +140,7 @@ class ExploreExploitPolicy(RandomCropPolicy):
         self.memory = CropMemory(n, eps)
         self._slots: list[int | None] = [None] * n
         self.stopped_at: int | None = None
+        self.occupancy: list[int] = []  # crops held after each step (the memory's curve over the run)
 
     def view(self, x, it, g):
         n, _, h, w = x.shape
@@ -162,13 +163,15 @@ class ExploreExploitPolicy(RandomCropPolicy):
             for i, slot in enumerate(self._slots):
                 if slot is not None:
                     self.memory.update(i, slot, float(ce[i]))
+        self.occupancy.append(len(self.memory))
         if it >= self.explore_steps - 1 and self.memory.all_empty():
             self.stopped_at = it + 1
             return True
         return False
 
     def stats(self):
-        return {"crops_stored": self.memory.stored_total, "crops_left": len(self.memory), "stopped_at": self.stopped_at}
+        return {"crops_stored": self.memory.stored_total, "crops_left": len(self.memory), "stopped_at": self.stopped_at,
+                "memory_occupancy": list(self.occupancy)}
 
     def log_fields(self):
         return {"crops_in_memory": len(self.memory)}  # the report's crop-memory curve
