@@ -1,29 +1,39 @@
-"""Decoupled distillation side by side on CIFAR-10: random, E2D (BN targets under its own view and
-under the old convention), RDED, SRe2L (its CIFAR recipe) and the stripe remedy, on one cached
-ConvNet-3 teacher, the same student protocol for all, last-epoch accuracy.
+"""Decoupled distillation side by side: random, E2D and its ablations, RDED and SRe2L on one cached
+teacher, the same student protocol for all rows, last-epoch accuracy. One script, dataset as a
+parameter, two profiles picked by resolution:
+
+- small (<= 64 px, e.g. CIFAR-10): ConvNet-3 teacher (10 epochs) and student; rows random, e2d,
+  rded, e2d_old_targets, sre2l (its CIFAR recipe), e2d_solved_ce (stripe remedy);
+- large (> 64 px, e.g. Imagenette at 128 px): ConvNet-5 teacher (30 epochs) and student, as the
+  128-px distillation tables use; rows random, e2d, rded (tiled), sre2l (its ImageNet recipe),
+  e2d_no_memory, e2d_noise_init.
 
 Every seed re-synthesises: seed s synthesises the set with run seed s and trains the student with
 eval seed s (paired), so every row's std holds synthesis and training variance, like the random
 subset's (redrawn per seed).
 
-    python benchmarks/decoupled.py --data-root ../shared/data --cache <teacher cache>
+    python benchmarks/decoupled.py --data-root ../shared/data --cache <teacher cache>          # CIFAR-10
+    python benchmarks/decoupled.py --dataset imagenette --data-root ../shared/data --device cuda  # 128 px
 
 Rows are written as they finish, seeds inside a row are kept in work/, so a rerun resumes; rows
-already in results/decoupled_cifar10.json are skipped. The command that reproduces the file is
-printed at start and written into it."""
+already in results/<name>.json are skipped. The command that reproduces the file is printed at
+start and written into it. E2D rows also record the crop memory's occupancy over the run (a PNG per
+IPC) and the iterations the early stop saved."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from common import Rows, command_line
+from common import RESULTS, Rows, command_line
 from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
@@ -36,7 +46,7 @@ from tinyset.utils.seeding import derive_seed
 HERE = Path(__file__).parent
 log = logging.getLogger("benchmarks.decoupled")
 
-# In the order they run: the most important rows first.
+# name -> (method, method_args). A profile says which run by default, in its order.
 ROWS = {
     "random": ("random", {}),
     "e2d": ("e2d", {}),
@@ -49,103 +59,236 @@ ROWS = {
     "e2d_no_memory": ("e2d", {"memory": False}),
     "e2d_noise_init": ("e2d", {"init": "noise"}),
 }
-DEFAULT_ROWS = ["random", "e2d", "rded", "e2d_old_targets", "sre2l", "e2d_solved_ce"]
 
 
-def bare_throughput(teacher, shape, batch=100, iters=20, channels_last=True) -> float:
+@dataclass(frozen=True)
+class Profile:
+    model: str  # teacher and student
+    teacher_epochs: int
+    teacher_batch: int
+    epochs: int  # student epochs
+    rows: tuple[str, ...]
+    about: str
+
+
+PROFILES = {
+    "small": Profile("convnet3", 10, 128, 100,
+                     ("random", "e2d", "rded", "e2d_old_targets", "sre2l", "e2d_solved_ce"),
+                     "ConvNet-3 (width 128, BatchNorm)"),
+    "large": Profile("convnet5", 30, 64, 100,
+                     ("random", "e2d", "rded", "sre2l", "e2d_no_memory", "e2d_noise_init"),
+                     "ConvNet-5 (width 128, BatchNorm; the 128-px distillation tables' network)"),
+}
+SHORTHANDS = {"imagenette": ("imagenette-128", 128)}  # --dataset NAME -> imagefolder:<data-root>/<folder> at px
+
+
+def resolve_dataset(name: str, data_root: str, image_size: int | None) -> tuple[str, str, int | None]:
+    """(dataset spec, short name for files, image size)."""
+    if name in SHORTHANDS:
+        folder, px = SHORTHANDS[name]
+        return f"imagefolder:{Path(data_root) / folder}", name, image_size or px
+    short = Path(name.split(":", 1)[-1]).name if ":" in name else name
+    return name, short, image_size
+
+
+def bare_throughput(teacher, shape, batch=100, iters=None, channels_last=True, device="cpu", amp=False) -> float:
     """Images/s of the bare teacher forward+backward with input gradients (the floor of any
     pixel-optimisation loop) on the synthesis batch size."""
-    x = torch.rand(batch, *shape)
+    device = torch.device(device)
+    iters = iters or (20 if device.type == "cuda" else 5)  # a CPU step at 128 px takes seconds
+    x = torch.rand(batch, *shape, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    y = torch.randint(0, 10, (batch,))
+    y = torch.randint(0, 10, (batch,), device=device)
     for i in range(iters + 3):
         if i == 3:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             t0 = time.perf_counter()
         x.grad = None
-        F.cross_entropy(teacher(x), y).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = teacher(x).float()
+        F.cross_entropy(logits, y).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return batch * iters / (time.perf_counter() - t0)
+
+
+def loader_throughput(spec: str, data: DataConfig, ds, n: int = 256) -> dict | None:
+    """Images/s of the image-folder path: decoding the files (decode cache off) against reading the
+    decoded uint8 cache the teacher's epochs filled. None for in-memory datasets."""
+    if not spec.startswith("imagefolder:"):
+        return None
+    idx = torch.linspace(0, len(ds.train) - 1, min(n, len(ds.train))).long()
+    cold = load_dataset(spec, dataclasses.replace(data, decode_cache="off"))
+    t0 = time.perf_counter()
+    cold.train.get_batch(idx)
+    decode = len(idx) / (time.perf_counter() - t0)
+    ds.train.get_batch(idx)  # make sure they are cached whatever the teacher touched
+    t0 = time.perf_counter()
+    ds.train.get_batch(idx)
+    cached = len(idx) / (time.perf_counter() - t0)
+    return {"decode_img_per_s": round(decode, 1), "cached_img_per_s": round(cached, 1), "images": len(idx)}
+
+
+def occupancy_curve(units: list[dict]) -> list[float]:
+    """Crops in E2D's memory after each step, summed over the units of one run (a unit that stopped
+    early holds 0 from then on)."""
+    curves = [u["memory_occupancy"] for u in units if u.get("memory_occupancy")]
+    if not curves:
+        return []
+    n = max(len(c) for c in curves)
+    return [float(sum(c[i] if i < len(c) else 0 for c in curves)) for i in range(n)]
+
+
+def plot_memory(rows: list[dict], path: Path, title: str) -> Path | None:
+    """One line per E2D row: the crop memory's occupancy over the run (mean over seeds)."""
+    curves = [(r["method"], r["memory_occupancy"]) for r in rows if r.get("memory_occupancy")]
+    if not curves:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=120)
+    for name, c in curves:
+        ax.plot(range(1, len(c) + 1), c, label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("crops in memory (all images)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def mean_curve(curves: list[list[float]]) -> list[float]:
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    n = max(len(c) for c in curves)
+    return [round(statistics.fmean(c[i] if i < len(c) else 0.0 for c in curves), 2) for i in range(n)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--dataset", default="cifar10",
+                   help="a registry name, npz:/imagefolder: spec, or 'imagenette' (= imagefolder:<data-root>/imagenette-128 at 128 px)")
+    p.add_argument("--image-size", type=int, default=None, help="imagefolder resolution (default: the shorthand's, else 224)")
+    p.add_argument("--profile", choices=list(PROFILES), default=None, help="default: small at <= 64 px, large above")
     p.add_argument("--ipc", type=int, nargs="+", default=[10])
     p.add_argument("--seeds", type=int, default=5, help="paired synthesis+eval seeds per row")
-    p.add_argument("--epochs", type=int, default=100, help="student epochs (CPU budget; the papers use 300-1000)")
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS), help="rows, in this order")
-    p.add_argument("--cache", default=str(HERE / "cache"), help="teacher cache (the ConvNet-3 teacher and its BN statistics)")
-    p.add_argument("--results", default="decoupled_cifar10")
-    p.add_argument("--dataset", default="cifar10", help="another dataset only for a smoke run of this script")
-    p.add_argument("--teacher-epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's; the papers use 300-1000)")
+    p.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="rows, in this order (default: the profile's)")
+    p.add_argument("--teacher", default=None, help="teacher and student model (default: the profile's)")
+    p.add_argument("--teacher-epochs", type=int, default=None)
+    p.add_argument("--iterations", type=int, default=None, help="override E2D/SRe2L iterations (smoke runs only)")
+    p.add_argument("--cache", default=str(HERE / "cache"), help="teacher cache (the teacher and its BN statistics)")
+    p.add_argument("--results", default=None, help="results name (default: decoupled_<dataset>)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast and channels_last on CUDA)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for teacher training on file datasets")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cmd = command_line()
     print(f"reproduce with: {cmd}", flush=True)
 
-    tcfg = TeacherConfig(model="convnet3", epochs=args.teacher_epochs, cache_dir=args.cache)
-    data = DataConfig(dataset=args.dataset, data_root=args.data_root)
-    ds = load_dataset(args.dataset, data)
-    teacher = get_teacher(ds, tcfg, "cpu", progress=False)
-    bare = bare_throughput(teacher.model, ds.info.shape)
+    spec, short, size = resolve_dataset(args.dataset, args.data_root, args.image_size)
+    data = DataConfig(dataset=spec, data_root=args.data_root, image_size=size, num_workers=args.workers)
+    ds = load_dataset(spec, data)
+    px = ds.info.shape[-1]
+    prof = PROFILES[args.profile or ("small" if px <= 64 else "large")]
+    model = args.teacher or prof.model
+    epochs = args.epochs or prof.epochs
+    row_names = args.rows or list(prof.rows)
+    amp = args.device.startswith("cuda")
+    tcfg = TeacherConfig(model=model, epochs=args.teacher_epochs or prof.teacher_epochs, batch_size=prof.teacher_batch,
+                         cache_dir=args.cache)
+    t0 = time.perf_counter()
+    teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
+    teacher_secs = time.perf_counter() - t0
+    bare = bare_throughput(teacher.model, ds.info.shape, device=args.device, amp=amp)
+    loader = loader_throughput(spec, data, ds)
+    source = "from npz" if spec in ("cifar10", "mnist") else f"`{args.dataset}` ({spec.split(':')[0]}, {px} px, decoded once and cached)"
     notes = [
-        f"CIFAR-10 from npz; teacher ConvNet-3 (width 128, BatchNorm) trained here for {tcfg.epochs} epochs: "
+        f"{ds.info.name} {source}: {len(ds.train)} train / {len(ds.test)} test images, {ds.info.num_classes} classes; "
+        f"teacher {prof.about if model == prof.model else model} trained here for {tcfg.epochs} epochs: "
         f"{teacher.reference['test_accuracy']:.2f}% test accuracy; cached and shared by every row.",
-        "Student protocol (same for all rows): ConvNet-3, teacher soft labels computed online on each augmented view "
+        f"Student protocol (same for all rows): {model}, teacher soft labels computed online on each augmented view "
         "(RandomResizedCrop scale 0.5-1, flip, CutMix p=1), KL at T=4, AdamW lr 0.01 wd 0.01, batch 50, cosine, "
-        f"{args.epochs} epochs (CPU budget; the papers use 300-1000). Last-epoch test accuracy.",
+        f"{epochs} epochs (CPU budget; the papers use 300-1000). Last-epoch test accuracy. Device: {args.device}"
+        + (" (bf16 autocast, channels_last)." if amp else "."),
         f"Seeds are paired: seed s re-synthesises the set (run seed s) and trains one student (eval seed s); mean ± std "
         f"over {args.seeds} seeds holds synthesis and training variance for every row (the random subset is redrawn per seed).",
         "e2d: BN targets measured on real images under E2D's own view (bn_targets=view, the default); e2d_old_targets: "
-        "the E2D/SRe2L convention (teacher running statistics + un-augmented class statistics). sre2l: its CIFAR recipe "
-        "(noise start, circular shift 0-4 px, no crop/flip, 1,000 iterations, lr 0.25, r_bn 0.01), view targets. "
-        "e2d_solved_ce: E2D whose images skip updates while their CE is below 0.1 (stripe remedy).",
+        "the E2D/SRe2L convention (teacher running statistics + un-augmented class statistics). sre2l: its recipe for the "
+        "resolution (<= 64 px: noise start, circular shift 0-4 px, no crop/flip, 1,000 iterations, lr 0.25, r_bn 0.01; "
+        "above: the ImageNet recipe, one random-resized crop per batch + flip), view targets. e2d_solved_ce: images skip "
+        "updates while their CE is below 0.1 (stripe remedy); e2d_lr_0.025: half E2D's lr; e2d_no_memory: exploration "
+        "only (no crop memory, no early stop); e2d_noise_init: E2D from noise instead of real images.",
         f"Bare teacher forward+backward (input gradients, batch 100, channels_last): {bare:.0f} images/s. synthesis s = "
         "mean per seed, without the one-off BN-statistics pass (bn_stats_s; cached per teacher and view).",
+        *([f"Image-folder path: {loader['decode_img_per_s']:.0f} images/s decoding the JPEG files (resize + centre crop), "
+           f"{loader['cached_img_per_s']:.0f} images/s from the decoded uint8 cache (data.decode_cache={data.decode_cache}) "
+           f"that every epoch after the first reads ({loader['images']} images, one process)."] if loader else []),
+        "saved % = iterations the early stop saved / budget (all units); memory = mean crops held in E2D's memory over "
+        "the run (curve in the PNG beside this table).",
         "template score: energy of the per-class mean high-pass residual / mean residual energy (1/10 for independent "
         "images at IPC 10, ~1 for a stripe template shared by a class).",
-        "A gap under two pooled standard deviations is no gap. Machine shared with other jobs: seconds are noisy.",
+        "A gap under two pooled standard deviations is no gap. Seconds are wall-clock on this machine.",
     ]
     columns = [("method", "method"), ("ipc", "IPC"), ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"),
                ("synthesis_seconds", "synthesis s"), ("bn_stats_seconds", "bn_stats s"),
                ("teacher_backward_images", "teacher fwd+bwd images"), ("throughput_ratio", "synth. / bare throughput"),
-               ("iterations_run", "iterations run"), ("template_score", "template score")]
-    rows = Rows(args.results, "Decoupled distillation on CIFAR-10 (ConvNet-3 teacher and student)", cmd, notes, columns)
+               ("iterations_run", "iterations run"), ("iterations_saved_pct", "saved %"),
+               ("memory_occupancy_mean", "memory"), ("template_score", "template score")]
+    title = f"Decoupled distillation on {ds.info.name} at {px} px ({model} teacher and student)"
+    rows = Rows(args.results or f"decoupled_{short}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
 
-    ecfg = EvalConfig(student="convnet3", epochs=args.epochs, lr=0.01, weight_decay=0.01, batch_size=50, loss="kd",
+    ecfg = EvalConfig(student=model, epochs=epochs, lr=0.01, weight_decay=0.01, batch_size=50, loss="kd",
                       temperature=4.0, seeds=1, crop_scale=(0.5, 1.0), cutmix=1.0, random_baseline=False)
     for ipc in args.ipc:
-        for name in args.rows:
+        for name in row_names:
             method, margs = ROWS[name]
             if rows.has(method=name, ipc=ipc):
                 continue
             per_seed = []
             for s in range(args.seeds):
-                out = HERE / "work" / f"{args.dataset}-{name}-ipc{ipc}-seed{s}"
+                out = HERE / "work" / f"{short}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))
                     continue
                 if not out.exists():
-                    cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg, evaluate=False, data=data,
-                                    seed=synthesis_seed(0, s))
+                    cfg = RunConfig(method=method, ipc=ipc, device=args.device, amp=amp, teacher=tcfg, evaluate=False,
+                                    data=data, seed=synthesis_seed(0, s))
                     cfg.method_args = dict(margs)
                     if method in ("e2d", "sre2l"):
                         cfg.method_args.setdefault("log_every", 0)
+                        if args.iterations:
+                            cfg.method_args["iterations"] = args.iterations
                     distill(cfg, out, progress=False)
                 art = load_artifact(out)
                 syn = art.manifest["synthesis"]
-                t0 = time.perf_counter()
+                units = syn.get("units", [])
+                budget = art.manifest["method_config"].get("iterations")
+                t1 = time.perf_counter()
                 acc = train_student(art.images, art.labels, ds, teacher.model, ecfg, "soft", derive_seed(0, "eval", s),
-                                    "cpu", progress=False, desc=f"{name} seed {s}")
-                rec = {"seed": s, "accuracy": acc, "eval_seconds": time.perf_counter() - t0,
+                                    args.device, amp=amp, progress=False, desc=f"{name} seed {s}")
+                rec = {"seed": s, "accuracy": acc, "eval_seconds": time.perf_counter() - t1,
                        "synthesis_seconds": syn["seconds"] - syn.get("class_stats_seconds", 0.0),
                        "bn_stats_seconds": syn.get("class_stats_seconds", 0.0),
                        "teacher_forward_images": syn["teacher_forward_images"],
                        "teacher_backward_images": syn["teacher_backward_images"],
-                       "iterations_run": syn.get("iterations_run"), "template_score": template_score(art.images, art.labels),
+                       "iterations_run": syn.get("iterations_run"),
+                       "iterations_saved_pct": (100.0 * syn.get("iterations_saved", 0) / (budget * len(units))
+                                                if budget and units and "iterations_saved" in syn else None),
+                       "memory_occupancy": occupancy_curve(units),
+                       "template_score": template_score(art.images, art.labels),
                        "method_config": art.manifest["method_config"], "torch_threads": art.manifest.get("torch_threads")}
                 done.write_text(json.dumps(rec))
                 per_seed.append(rec)
@@ -155,8 +298,10 @@ def main() -> None:
             back = per_seed[0]["teacher_backward_images"]
             rate = back / secs if back and secs > 0 else None
             its = [r["iterations_run"] for r in per_seed if r["iterations_run"] is not None]
+            saved = [r["iterations_saved_pct"] for r in per_seed if r.get("iterations_saved_pct") is not None]
+            occ = mean_curve([r.get("memory_occupancy") or [] for r in per_seed])
             rows.add({
-                "dataset": args.dataset, "method": name, "ipc": ipc, "bits": 32, "student": "convnet3", "seeds": len(accs),
+                "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": model, "seeds": len(accs),
                 "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                 "accuracies": accs, "synthesis_seeds": [synthesis_seed(0, s) for s in range(args.seeds)],
                 "synthesis_seconds": round(secs, 2), "bn_stats_seconds": round(max(r["bn_stats_seconds"] for r in per_seed), 1),
@@ -164,11 +309,19 @@ def main() -> None:
                 "teacher_backward_images": back, "synthesis_img_per_s": rate, "bare_teacher_img_per_s": bare,
                 "throughput_ratio": (rate / bare) if rate else None,
                 "iterations_run": statistics.fmean(its) if its else None,
+                "iterations_saved_pct": round(statistics.fmean(saved), 1) if saved else None,
+                "memory_occupancy_mean": round(statistics.fmean(occ), 1) if occ else None,
+                "memory_occupancy": occ,
                 "template_score": round(statistics.fmean(r["template_score"] for r in per_seed), 3),
-                "method_config": per_seed[0]["method_config"], "eval_epochs": args.epochs,
+                "method_config": per_seed[0]["method_config"], "eval_epochs": epochs,
                 "eval_seconds": sum(r["eval_seconds"] for r in per_seed), "teacher_accuracy": teacher.reference["test_accuracy"],
+                "teacher_seconds_this_run": round(teacher_secs, 1), "loader": loader, "model": model, "image_size": px, "device": args.device,
                 "torch_threads": per_seed[0]["torch_threads"],
             })
+        png = plot_memory([r for r in rows.data["rows"] if r["ipc"] == ipc], RESULTS / f"{rows.name}_memory_ipc{ipc}.png",
+                          f"E2D crop memory, {ds.info.name} {px} px, IPC {ipc} (mean over seeds)")
+        if png:
+            print(f"wrote {png}")
     print(f"wrote {rows.path} and {rows.path.with_suffix('.md')}")
 
 
