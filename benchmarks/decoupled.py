@@ -55,6 +55,9 @@ ROWS = {
     "sre2l": ("sre2l", {}),
     "e2d_solved_ce": ("e2d", {"solved_ce": 0.1}),
     "e2d_lr_0.025": ("e2d", {"lr": 0.025}),
+    # e2d once more, for rows added after the teacher was retrained (a lost cache, a new machine):
+    # the same-teacher control they are compared with (each row records its teacher's accuracy)
+    "e2d_rerun": ("e2d", {}),
     "sre2l_old_targets": ("sre2l", {"bn_targets": "teacher"}),
     "e2d_no_memory": ("e2d", {"memory": False}),
     "e2d_noise_init": ("e2d", {"init": "noise"}),
@@ -216,7 +219,8 @@ def main() -> None:
     notes = [
         f"{ds.info.name} {source}: {len(ds.train)} train / {len(ds.test)} test images, {ds.info.num_classes} classes; "
         f"teacher {prof.about if model == prof.model else model} trained here for {tcfg.epochs} epochs: "
-        f"{teacher.reference['test_accuracy']:.2f}% test accuracy; cached and shared by every row.",
+        f"{teacher.reference['test_accuracy']:.2f}% test accuracy; cached and shared by every row (a row run on a retrained "
+        "teacher, after a lost cache, says so in its teacher % column).",
         f"Student protocol (same for all rows): {model}, teacher soft labels computed online on each augmented view "
         "(RandomResizedCrop scale 0.5-1, flip, CutMix p=1), KL at T=4, AdamW lr 0.01 wd 0.01, batch 50, cosine, "
         f"{epochs} epochs (CPU budget; the papers use 300-1000). Last-epoch test accuracy. Device: {args.device}"
@@ -227,7 +231,8 @@ def main() -> None:
         "the E2D/SRe2L convention (teacher running statistics + un-augmented class statistics). sre2l: its recipe for the "
         "resolution (<= 64 px: noise start, circular shift 0-4 px, no crop/flip, 1,000 iterations, lr 0.25, r_bn 0.01; "
         "above: the ImageNet recipe, one random-resized crop per batch + flip), view targets. e2d_solved_ce: images skip "
-        "updates while their CE is below 0.1 (stripe remedy); e2d_lr_0.025: half E2D's lr; e2d_no_memory: exploration "
+        "updates while their CE is below 0.1 (stripe remedy); e2d_lr_0.025: half E2D's lr; e2d_rerun: e2d again, the "
+        "same-teacher control of rows added after the teacher was retrained (see each row's teacher_accuracy); e2d_no_memory: exploration "
         "only (no crop memory, no early stop); e2d_noise_init: E2D from noise instead of real images.",
         f"Bare teacher forward+backward (input gradients, batch 100, channels_last): {bare:.0f} images/s. synthesis s = "
         "mean per seed, without the one-off BN-statistics pass (bn_stats_s; cached per teacher and view).",
@@ -244,7 +249,7 @@ def main() -> None:
                ("synthesis_seconds", "synthesis s"), ("bn_stats_seconds", "bn_stats s"),
                ("teacher_backward_images", "teacher fwd+bwd images"), ("throughput_ratio", "synth. / bare throughput"),
                ("iterations_run", "iterations run"), ("iterations_saved_pct", "saved %"),
-               ("memory_occupancy_mean", "memory"), ("template_score", "template score")]
+               ("memory_occupancy_mean", "memory"), ("template_score", "template score"), ("teacher_accuracy", "teacher %")]
     title = f"Decoupled distillation on {ds.info.name} at {px} px ({model} teacher and student)"
     rows = Rows(args.results or f"decoupled_{short}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
