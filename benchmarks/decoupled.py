@@ -243,7 +243,8 @@ def main() -> None:
         "the run (curve in the PNG beside this table).",
         "template score: energy of the per-class mean high-pass residual / mean residual energy (1/10 for independent "
         "images at IPC 10, ~1 for a stripe template shared by a class).",
-        "A gap under two pooled standard deviations is no gap. Seconds are wall-clock on this machine.",
+        "A gap under two pooled standard deviations is no gap. Seconds are wall-clock and noisy: rows that ran beside "
+        "other jobs on the same cores are slower for the same work (compare e2d and e2d_rerun).",
     ]
     columns = [("method", "method"), ("ipc", "IPC"), ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"),
                ("synthesis_seconds", "synthesis s"), ("bn_stats_seconds", "bn_stats s"),

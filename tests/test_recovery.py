@@ -1,6 +1,7 @@
 """E2D's crop memory and the BN-statistics matching of the shared recovery loop."""
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -114,3 +115,25 @@ def test_class_conditional_term_is_near_zero_on_real_batches(digits, digits_teac
     on_small = float(sum(matcher.class_terms))
     matcher.remove()
     assert on_small < 0.2 * on_noise  # 8 real images per class: near, far below noise
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_per_image_moments_backward_matches_autograd(fmt):
+    """The hand-written one-pass backward of the BN moments equals autograd's through mean and square."""
+    from tinyset.methods.bn_matching import _PerImageMoments, _per_image_moments
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, generator=g).contiguous(memory_format=fmt).requires_grad_(True)
+    assert torch.autograd.gradcheck(_PerImageMoments.apply, (x,))
+    wm, ws = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    xf = x.detach().float().contiguous(memory_format=fmt).requires_grad_(True)
+    m, s = _per_image_moments(xf)
+    (m * wm + s * ws).sum().backward()
+    ref = xf.detach().clone().requires_grad_(True)
+    (ref.mean((2, 3)) * wm + (ref * ref).mean((2, 3)) * ws).sum().backward()
+    assert torch.allclose(xf.grad, ref.grad, atol=1e-6)
+    assert xf.grad.is_contiguous(memory_format=fmt)
+    m, _ = _per_image_moments(xf)  # one output unused: its gradient arrives as None
+    xf.grad = None
+    m.sum().backward()
+    assert torch.allclose(xf.grad, torch.full_like(xf, 1 / 30))
