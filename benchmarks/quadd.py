@@ -77,7 +77,8 @@ def honest_bytes(art) -> int:
 def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, ipc: int, margs: dict) -> Path:
     out = work / name
     if not out.exists():
-        cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg, evaluate=False,
+        # beam sets need no teacher (tcfg None): the default config, never used, keeps RunConfig whole
+        cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg or TeacherConfig(), evaluate=False,
                         data=DataConfig(dataset=ds_name, data_root=data_root))
         cfg.method_args = {**margs}
         if method in ("e2d", "sre2l"):
