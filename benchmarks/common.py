@@ -10,7 +10,10 @@ from pathlib import Path
 
 from tinyset.utils.runlog import machine_description
 
-RESULTS = Path(__file__).parent / "results"
+# Tests (and anyone keeping results elsewhere) point these at other folders; the defaults are the
+# committed results/ and the git-ignored work/ beside this file.
+RESULTS = Path(os.environ.get("TINYSET_BENCH_RESULTS") or Path(__file__).parent / "results")
+WORK = Path(os.environ.get("TINYSET_BENCH_WORK") or Path(__file__).parent / "work")
 
 
 def commit() -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import RESULTS, Rows, command_line
+from common import RESULTS, WORK, Rows, command_line
 from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
@@ -264,7 +264,7 @@ def main() -> None:
                 continue
             per_seed = []
             for s in range(args.seeds):
-                out = HERE / "work" / f"{short}-{name}-ipc{ipc}-seed{s}"
+                out = WORK / f"{short}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, Rows, command_line
+from common import RESULTS, WORK, Rows, command_line
 from tinyset.artifact import load_artifact
 from tinyset.artifact.decoders import label_bits
 from tinyset.budget import parse_budget, plan_budget
@@ -111,7 +111,7 @@ def cifar(args) -> None:
     ds = load_dataset("cifar10", DataConfig(dataset="cifar10", data_root=args.data_root))
     ready = (Path(args.cache) / "READY").exists()
     if smoke and not ready:  # the script's check: a tiny teacher, trained in seconds
-        tcfg = TeacherConfig(model="convnet:depth=3,width=16", epochs=1, cache_dir=str(HERE / "work" / "smoke-cache"))
+        tcfg = TeacherConfig(model="convnet:depth=3,width=16", epochs=1, cache_dir=str(WORK / "smoke-cache"))
     else:
         tcfg = TeacherConfig(model="convnet3", epochs=10, cache_dir=args.cache)
     teacher = get_teacher(ds, tcfg, "cpu", progress=False)
@@ -122,7 +122,7 @@ def cifar(args) -> None:
     e2d_args = {"iterations": 3 if smoke else 200, "class_stats": not smoke}
     bases = {"dm": ("dm", dm_args), "e2d": ("e2d", e2d_args)}
     student = args.student
-    work = HERE / "work" / ("quadd-cifar-smoke" if smoke else "quadd-cifar")
+    work = WORK / ("quadd-cifar-smoke" if smoke else "quadd-cifar")
     name = "quadd_cifar10_smoke" if smoke else "quadd_cifar10"
     k = ds.info.num_classes
     ref_bytes = 4 * ipc0 * k * math.prod(ds.info.shape) + labels_bytes(ipc0 * k, k)
@@ -232,7 +232,7 @@ def beam(args) -> None:
     torch.set_num_threads(1)
     ds = load_dataset("beam")
     k = ds.info.num_classes
-    work = HERE / "work" / "quadd-beam"
+    work = WORK / "quadd-beam"
     full_n = len(ds.train)
     ref_bytes = 4 * ds.train.x.numel() + labels_bytes(full_n, k)
     seeds = args.seeds
