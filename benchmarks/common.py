@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import time
+
+import torch
+import torch.nn.functional as F
+
 from tinyset.utils.runlog import machine_description
 
 # Tests (and anyone keeping results elsewhere) point these at other folders; the defaults are the
@@ -82,3 +87,31 @@ class Rows:
 
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_throughput(model, shape, batch: int = 100, device="cpu", amp: bool = False, channels_last: bool = True,
+                    iters: int | None = None) -> float:
+    """Images/s of the bare forward + CE + backward to the input pixels (the floor of any
+    pixel-optimisation loop) on ``batch`` random inputs of ``shape``, after 3 warm-up steps."""
+    device = torch.device(device)
+    iters = iters or (20 if device.type == "cuda" else 5)  # a CPU step at 128 px takes seconds
+    x = torch.rand(batch, *shape, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y = torch.randint(0, 10, (batch,), device=device)
+    for i in range(iters + 3):
+        if i == 3:
+            sync(device)
+            t0 = time.perf_counter()
+        x.grad = None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+    sync(device)
+    return batch * iters / (time.perf_counter() - t0)

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from common import RESULTS, WORK, Rows, command_line
+from common import RESULTS, WORK, Rows, bare_throughput, command_line
 from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
@@ -92,30 +91,6 @@ def resolve_dataset(name: str, data_root: str, image_size: int | None) -> tuple[
         return f"imagefolder:{Path(data_root) / folder}", name, image_size or px
     short = Path(name.split(":", 1)[-1]).name if ":" in name else name
     return name, short, image_size
-
-
-def bare_throughput(teacher, shape, batch=100, iters=None, channels_last=True, device="cpu", amp=False) -> float:
-    """Images/s of the bare teacher forward+backward with input gradients (the floor of any
-    pixel-optimisation loop) on the synthesis batch size."""
-    device = torch.device(device)
-    iters = iters or (20 if device.type == "cuda" else 5)  # a CPU step at 128 px takes seconds
-    x = torch.rand(batch, *shape, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    y = torch.randint(0, 10, (batch,), device=device)
-    for i in range(iters + 3):
-        if i == 3:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-        x.grad = None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            logits = teacher(x).float()
-        F.cross_entropy(logits, y).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return batch * iters / (time.perf_counter() - t0)
 
 
 def loader_throughput(spec: str, data: DataConfig, ds, n: int = 256) -> dict | None:

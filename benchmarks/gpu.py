@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from common import Rows, command_line
+from common import Rows, bare_throughput, command_line, sync
 from tinyset.config import RunConfig
 from tinyset.data.base import Dataset, DatasetInfo, TensorSplit
 from tinyset.models import get_model
@@ -43,30 +41,6 @@ def random_dataset(n_per_class: int, classes: int, size: int, seed: int = 0) -> 
     info = DatasetInfo(name=f"random-{size}px", num_classes=classes, class_names=tuple(f"c{i}" for i in range(classes)),
                        shape=(3, size, size), mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29))
     return Dataset(info, TensorSplit(x, y), TensorSplit(x[:classes], y[:classes]))
-
-
-def bare(model, batch: int, size: int, device, amp: bool, channels_last: bool, iters: int) -> float:
-    """Images/s of forward+backward with input gradients: the floor of any pixel-optimisation loop."""
-    x = torch.rand(batch, 3, size, size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    y = torch.randint(0, 10, (batch,), device=device)
-    for i in range(iters + 3):
-        if i == 3:
-            sync(device)
-            t0 = time.perf_counter()
-        x.grad = None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-    sync(device)
-    return batch * iters / (time.perf_counter() - t0)
-
-
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -106,7 +80,7 @@ def main() -> None:
                 if cl:
                     model = model.to(memory_format=torch.channels_last)
                 run_model = torch.compile(model) if comp else model
-                ref_bare = bare(run_model, args.ipc * 10, args.size, device, amp, cl, iters=20)
+                ref_bare = bare_throughput(run_model, (3, args.size, args.size), args.ipc * 10, device, amp, cl, iters=20)
                 for method in todo:
                     cfg = RunConfig(method=method, ipc=args.ipc, device=args.device, evaluate=False, amp=amp, channels_last=cl)
                     cfg.method_args = {"iterations": args.iterations, "log_every": 0, "batch_size": args.ipc * 10}

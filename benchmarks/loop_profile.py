@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import Rows, command_line
-from gpu import random_dataset, sync
+from common import Rows, command_line, sync
+from gpu import random_dataset
 from tinyset.config import RunConfig
 from tinyset.data import augment as A
 from tinyset.methods import bn_matching
