@@ -70,15 +70,10 @@ class _PerImageMoments(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         hw = x.shape[2] * x.shape[3]
         n, c = x.shape[:2]
-        a = (g_m / hw if g_m is not None else x.new_zeros(n, c)).view(n, c, 1, 1)
-        if g_s is None:
-            return a.expand_as(x).contiguous(memory_format=_format_of(x))
-        return torch.addcmul(a, x, (g_s * (2.0 / hw)).view(n, c, 1, 1))
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
+        # an unused output's gradient arrives as None; addcmul's result takes x's memory format
+        g_m = x.new_zeros(n, c) if g_m is None else g_m
+        g_s = x.new_zeros(n, c) if g_s is None else g_s
+        return torch.addcmul((g_m / hw).view(n, c, 1, 1), x, (g_s * (2.0 / hw)).view(n, c, 1, 1))
 
 
 def _per_image_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
