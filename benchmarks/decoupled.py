@@ -22,7 +22,6 @@ IPC) and the iterations the early stop saved."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -33,9 +32,11 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, WORK, Rows, bare_throughput, command_line
+from imagefolder_io import warm_rate, with_cache
 from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
+from tinyset.data.imagefolder import FileSplit
 from tinyset.eval.protocol import synthesis_seed, train_student
 from tinyset.methods.diagnostics import template_score
 from tinyset.pipeline import distill
@@ -93,31 +94,22 @@ def resolve_dataset(name: str, data_root: str, image_size: int | None) -> tuple[
     return name, short, image_size
 
 
-def loader_throughput(spec: str, data: DataConfig, ds, n: int = 256) -> dict | None:
+def loader_throughput(ds, n: int = 256) -> dict | None:
     """Images/s of the image-folder path: decoding the files (decode cache off) against reading the
     decoded uint8 cache the teacher's epochs filled. None for in-memory datasets."""
-    if not spec.startswith("imagefolder:"):
+    if not isinstance(ds.train, FileSplit):
         return None
     idx = torch.linspace(0, len(ds.train) - 1, min(n, len(ds.train))).long()
-    cold = load_dataset(spec, dataclasses.replace(data, decode_cache="off"))
-    t0 = time.perf_counter()
-    cold.train.get_batch(idx)
-    decode = len(idx) / (time.perf_counter() - t0)
-    ds.train.get_batch(idx)  # make sure they are cached whatever the teacher touched
-    t0 = time.perf_counter()
-    ds.train.get_batch(idx)
-    cached = len(idx) / (time.perf_counter() - t0)
-    return {"decode_img_per_s": round(decode, 1), "cached_img_per_s": round(cached, 1), "images": len(idx)}
+    return {"decode_img_per_s": round(warm_rate(with_cache(ds.train, "off"), idx), 1),
+            "cached_img_per_s": round(warm_rate(ds.train, idx), 1), "images": len(idx)}
 
 
-def occupancy_curve(units: list[dict]) -> list[float]:
-    """Crops in E2D's memory after each step, summed over the units of one run (a unit that stopped
-    early holds 0 from then on)."""
-    curves = [u["memory_occupancy"] for u in units if u.get("memory_occupancy")]
-    if not curves:
-        return []
-    n = max(len(c) for c in curves)
-    return [float(sum(c[i] if i < len(c) else 0 for c in curves)) for i in range(n)]
+def pad_reduce(curves: list[list[float]], reduce) -> list[float]:
+    """Per step, ``reduce`` over curves of different lengths (a curve that ended early counts 0:
+    a unit or seed whose E2D stopped holds no crops)."""
+    curves = [c for c in curves if c]
+    n = max((len(c) for c in curves), default=0)
+    return [float(reduce([c[i] if i < len(c) else 0.0 for c in curves])) for i in range(n)]
 
 
 def plot_memory(rows: list[dict], path: Path, title: str) -> Path | None:
@@ -141,14 +133,6 @@ def plot_memory(rows: list[dict], path: Path, title: str) -> Path | None:
     plt.close(fig)
     tmp.replace(path)
     return path
-
-
-def mean_curve(curves: list[list[float]]) -> list[float]:
-    curves = [c for c in curves if c]
-    if not curves:
-        return []
-    n = max(len(c) for c in curves)
-    return [round(statistics.fmean(c[i] if i < len(c) else 0.0 for c in curves), 2) for i in range(n)]
 
 
 def main() -> None:
@@ -189,7 +173,7 @@ def main() -> None:
     teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
     teacher_secs = time.perf_counter() - t0
     bare = bare_throughput(teacher.model, ds.info.shape, device=args.device, amp=amp)
-    loader = loader_throughput(spec, data, ds)
+    loader = loader_throughput(ds)
     source = "from npz" if spec in ("cifar10", "mnist") else f"`{args.dataset}` ({spec.split(':')[0]}, {px} px, decoded once and cached)"
     notes = [
         f"{ds.info.name} {source}: {len(ds.train)} train / {len(ds.test)} test images, {ds.info.num_classes} classes; "
@@ -268,7 +252,7 @@ def main() -> None:
                        "iterations_run": syn.get("iterations_run"),
                        "iterations_saved_pct": (100.0 * syn.get("iterations_saved", 0) / (budget * len(units))
                                                 if budget and units and "iterations_saved" in syn else None),
-                       "memory_occupancy": occupancy_curve(units),
+                       "memory_occupancy": pad_reduce([u.get("memory_occupancy") for u in units], sum),
                        "template_score": template_score(art.images, art.labels),
                        "method_config": art.manifest["method_config"], "torch_threads": art.manifest.get("torch_threads")}
                 done.write_text(json.dumps(rec))
@@ -280,7 +264,7 @@ def main() -> None:
             rate = back / secs if back and secs > 0 else None
             its = [r["iterations_run"] for r in per_seed if r["iterations_run"] is not None]
             saved = [r["iterations_saved_pct"] for r in per_seed if r.get("iterations_saved_pct") is not None]
-            occ = mean_curve([r.get("memory_occupancy") or [] for r in per_seed])
+            occ = [round(v, 2) for v in pad_reduce([r.get("memory_occupancy") for r in per_seed], statistics.fmean)]
             rows.add({
                 "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": model, "seeds": len(accs),
                 "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
