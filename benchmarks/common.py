@@ -85,6 +85,31 @@ class Rows:
         (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
 
 
+class Deadline:
+    """``--max-minutes``: a benchmark checks ``passed()`` before each row (or seed) and stops cleanly
+    once the time is spent; the rows and seeds already written let a rerun of the same command
+    continue where this one stopped."""
+
+    def __init__(self, minutes: float | None):
+        self.minutes = minutes
+        self.t0 = time.monotonic()
+        self.told = False
+
+    def passed(self) -> bool:
+        if self.minutes is None or time.monotonic() - self.t0 < 60 * self.minutes:
+            return False
+        if not self.told:
+            print(f"--max-minutes {self.minutes:g} reached: stopping here; rerun the same command to continue", flush=True)
+            self.told = True
+        return True
+
+
+def add_max_minutes(parser) -> None:
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop cleanly after the row or seed in progress once this many minutes have passed; "
+                             "rerunning the same command continues")
+
+
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 

@@ -40,6 +40,7 @@ class TeacherConfig:
     cache_dir: str | None = None  # default $TINYSET_CACHE or ~/.cache/tinyset
     trust_checkpoint: bool = False  # allow a pickled checkpoint (can run code): only for files you trust
     extra: tuple[str, ...] = ()  # more teachers for recovery, used in turn one per step: model names or .pt paths
+    amp: bool = False  # train the teacher under bf16 autocast (CUDA or a CPU with bf16); part of the cache key only when on
 
 
 @dataclass
@@ -76,7 +77,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # ~1.45x faster pixel optimisation on CPU, faster convs on GPU
-    amp: bool = False  # bfloat16 autocast on CUDA
+    amp: bool = False  # bfloat16 autocast (CUDA, or CPU with avx512_bf16/AMX: ~2x faster training there)
     evaluate: bool = True
 
 

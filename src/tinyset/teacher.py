@@ -38,7 +38,7 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
     return TrainSpec(
         epochs=tcfg.epochs, batch_size=tcfg.batch_size, optimizer=tcfg.optimizer, lr=tcfg.lr,
         weight_decay=tcfg.weight_decay, augment="shift" if small else ("rrc" if info.kind == "image" else "none"),
-        shift_pad=max(1, info.image_size // 8) if info.kind == "image" else 0,
+        shift_pad=max(1, info.image_size // 8) if info.kind == "image" else 0, amp=tcfg.amp,
     )
 
 
@@ -48,6 +48,8 @@ def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     # key, so their fields stay out of it (adding them must not orphan teachers cached before).
     skip = ("checkpoint", "cache_dir", "extra", "trust_checkpoint", "pretrained", "head_classes")
     knobs = {k: v for k, v in asdict(tcfg).items() if k not in skip}
+    if not knobs.get("amp"):
+        knobs.pop("amp", None)  # a float32 teacher keeps the key it had before the amp knob existed
     ident = {
         "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,

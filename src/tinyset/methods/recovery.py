@@ -212,7 +212,7 @@ def recover(
     qcfg = getattr(cfg, "quantizer", None)
     lq = LoopQuantizer(qcfg, x0, info).to(dev) if qcfg is not None and qcfg.enabled else None
     qopt = lq.optimizer() if lq is not None else None
-    use_amp = ctx.amp and dev.type == "cuda"
+    use_amp = ctx.amp and dev.type in ("cuda", "cpu")  # bf16 autocast; BN moments and losses in float32
     t0 = time.perf_counter()
     it = -1
     frozen_steps = 0
