@@ -104,6 +104,33 @@ class Deadline:
         return True
 
 
+def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" = None) -> list[dict] | None:
+    """Seeds 0..seeds-1 of one row, each kept in ``work/seed<s>.json`` as it finishes so a rerun
+    resumes. ``run_seed(s)`` returns the seed's record (it must re-synthesise or redraw the set AND
+    train the student for seed s). Returns every record, or None when the deadline stopped the row."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = []
+    for s in range(seeds):
+        done = work / f"seed{s}.json"
+        if done.exists():
+            out.append(json.loads(done.read_text()))
+            continue
+        if deadline is not None and deadline.passed():
+            return None
+        rec = {"seed": s, **run_seed(s)}
+        tmp = done.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rec, default=float))
+        tmp.replace(done)
+        out.append(rec)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def add_max_minutes(parser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop cleanly after the row or seed in progress once this many minutes have passed; "

@@ -22,6 +22,7 @@ IPC) and the iterations the early stop saved."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -31,10 +32,11 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, WORK, Rows, bare_throughput, command_line
+from common import RESULTS, WORK, Deadline, Rows, add_max_minutes, bare_throughput, command_line
 from imagefolder_io import warm_rate, with_cache
+from pinned import PINNED, load_pinned
 from tinyset.artifact import load_artifact
-from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
+from tinyset.config import DataConfig, RunConfig, TeacherConfig, build_config, describe_protocol, to_dict
 from tinyset.data import load_dataset
 from tinyset.data.imagefolder import FileSplit
 from tinyset.eval.protocol import synthesis_seed, train_student
@@ -61,6 +63,7 @@ ROWS = {
     "sre2l_old_targets": ("sre2l", {"bn_targets": "teacher"}),
     "e2d_no_memory": ("e2d", {"memory": False}),
     "e2d_noise_init": ("e2d", {"init": "noise"}),
+    "herding": ("herding", {}),
 }
 
 
@@ -75,14 +78,15 @@ class Profile:
 
 
 PROFILES = {
-    "small": Profile("convnet3", 10, 128, 100,
-                     ("random", "e2d", "rded", "e2d_old_targets", "sre2l", "e2d_solved_ce"),
+    "small": Profile("convnet3", 10, 128, 300,
+                     ("random", "rded", "e2d", "herding", "sre2l"),
                      "ConvNet-3 (width 128, BatchNorm)"),
-    "large": Profile("convnet5", 30, 64, 100,
+    "large": Profile("convnet5", 30, 64, 300,
                      ("random", "e2d", "rded", "sre2l", "e2d_no_memory", "e2d_noise_init"),
                      "ConvNet-5 (width 128, BatchNorm; the 128-px distillation tables' network)"),
 }
 SHORTHANDS = {"imagenette": ("imagenette-128", 128)}  # --dataset NAME -> imagefolder:<data-root>/<folder> at px
+DEFAULT_PINNED = {("cifar10", 32): "cifar10-convnet3", ("imagenette", 64): "imagenette64-convnet4"}  # (short, px) -> pinned
 
 
 def resolve_dataset(name: str, data_root: str, image_size: int | None) -> tuple[str, str, int | None]:
@@ -144,7 +148,12 @@ def main() -> None:
     p.add_argument("--profile", choices=list(PROFILES), default=None, help="default: small at <= 64 px, large above")
     p.add_argument("--ipc", type=int, nargs="+", default=[10])
     p.add_argument("--seeds", type=int, default=5, help="paired synthesis+eval seeds per row")
-    p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's; the papers use 300-1000)")
+    p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the protocol's)")
+    p.add_argument("--protocol", default="rded", help="student evaluation protocol (`tinyset protocols`)")
+    p.add_argument("--pinned-teacher", default=None, choices=list(PINNED),
+                   help="committed teacher (default: the dataset's pinned one, if any; else trained and cached)")
+    p.add_argument("--retrain-teacher", action="store_true", help="retrain the pinned teacher and check it is within a point")
+    add_max_minutes(p)
     p.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="rows, in this order (default: the profile's)")
     p.add_argument("--teacher", default=None, help="teacher and student model (default: the profile's)")
     p.add_argument("--teacher-epochs", type=int, default=None)
@@ -164,25 +173,34 @@ def main() -> None:
     px = ds.info.shape[-1]
     prof = PROFILES[args.profile or ("small" if px <= 64 else "large")]
     model = args.teacher or prof.model
-    epochs = args.epochs or prof.epochs
     row_names = args.rows or list(prof.rows)
     amp = args.device.startswith("cuda")
+    deadline = Deadline(args.max_minutes)
+    pinned = args.pinned_teacher or DEFAULT_PINNED.get((short, px))
     tcfg = TeacherConfig(model=model, epochs=args.teacher_epochs or prof.teacher_epochs, batch_size=prof.teacher_batch,
                          cache_dir=args.cache)
     t0 = time.perf_counter()
-    teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
+    if pinned and not args.teacher and not args.teacher_epochs:
+        teacher = load_pinned(pinned, ds, args.device, retrain=args.retrain_teacher, cache=args.cache)
+        tcfg = dataclasses.replace(tcfg, checkpoint=teacher.reference["path"])  # every row's synthesis uses it
+    else:
+        teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
     teacher_secs = time.perf_counter() - t0
+    ecfg = build_config(RunConfig, None, [f"eval.protocol={args.protocol}", f"eval.student={model}", "eval.seeds=1",
+                                          "eval.random_baseline=false"]
+                        + ([f"eval.epochs={args.epochs}"] if args.epochs else [])).eval
+    epochs = ecfg.epochs
     bare = bare_throughput(teacher.model, ds.info.shape, device=args.device, amp=amp)
     loader = loader_throughput(ds)
     source = "from npz" if spec in ("cifar10", "mnist") else f"`{args.dataset}` ({spec.split(':')[0]}, {px} px, decoded once and cached)"
     notes = [
         f"{ds.info.name} {source}: {len(ds.train)} train / {len(ds.test)} test images, {ds.info.num_classes} classes; "
-        f"teacher {prof.about if model == prof.model else model} trained here for {tcfg.epochs} epochs: "
-        f"{teacher.reference['test_accuracy']:.2f}% test accuracy; cached and shared by every row (a row run on a retrained "
-        "teacher, after a lost cache, says so in its teacher % column).",
-        f"Student protocol (same for all rows): {model}, teacher soft labels computed online on each augmented view "
-        "(RandomResizedCrop scale 0.5-1, flip, CutMix p=1), KL at T=4, AdamW lr 0.01 wd 0.01, batch 50, cosine, "
-        f"{epochs} epochs (CPU budget; the papers use 300-1000). Last-epoch test accuracy. Device: {args.device}"
+        f"teacher {prof.about if model == prof.model else model}"
+        + (f", pinned `{pinned}` (benchmarks/teachers/)" if pinned and teacher.reference.get("pinned") else
+           f", trained here for {tcfg.epochs} epochs and cached")
+        + f": {teacher.reference['test_accuracy']:.2f}% test accuracy, shared by every row.",
+        f"Student protocol (same for all rows): `{describe_protocol(ecfg)}` (`tinyset protocols`), student {model}, "
+        f"teacher soft labels computed online on each augmented view. Last-epoch test accuracy. Device: {args.device}"
         + (" (bf16 autocast, channels_last)." if amp else "."),
         f"Seeds are paired: seed s re-synthesises the set (run seed s) and trains one student (eval seed s); mean ± std "
         f"over {args.seeds} seeds holds synthesis and training variance for every row (the random subset is redrawn per seed).",
@@ -205,7 +223,7 @@ def main() -> None:
         "A gap under two pooled standard deviations is no gap. Seconds are wall-clock and noisy: rows that ran beside "
         "other jobs on the same cores are slower for the same work (compare e2d and e2d_rerun).",
     ]
-    columns = [("method", "method"), ("ipc", "IPC"), ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"),
+    columns = [("method", "method"), ("ipc", "IPC"), ("protocol", "protocol"), ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"),
                ("synthesis_seconds", "synthesis s"), ("bn_stats_seconds", "bn_stats s"),
                ("teacher_backward_images", "teacher fwd+bwd images"), ("throughput_ratio", "synth. / bare throughput"),
                ("iterations_run", "iterations run"), ("iterations_saved_pct", "saved %"),
@@ -213,21 +231,26 @@ def main() -> None:
     title = f"Decoupled distillation on {ds.info.name} at {px} px ({model} teacher and student)"
     rows = Rows(args.results or f"decoupled_{short}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
+    rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"))
 
-    ecfg = EvalConfig(student=model, epochs=epochs, lr=0.01, weight_decay=0.01, batch_size=50, loss="kd",
-                      temperature=4.0, seeds=1, crop_scale=(0.5, 1.0), cutmix=1.0, random_baseline=False)
+    proto = describe_protocol(ecfg)
+    tag = "".join(c if c.isalnum() else "_" for c in proto)
+    stopped = False
     for ipc in args.ipc:
         for name in row_names:
             method, margs = ROWS[name]
-            if rows.has(method=name, ipc=ipc):
+            if stopped or rows.has(method=name, ipc=ipc, protocol=proto):
                 continue
             per_seed = []
             for s in range(args.seeds):
-                out = WORK / f"{short}-{name}-ipc{ipc}-seed{s}"
+                out = WORK / f"{short}-{tag}-{pinned or 'cached'}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))
                     continue
+                if deadline.passed():
+                    stopped = True
+                    break
                 if not out.exists():
                     cfg = RunConfig(method=method, ipc=ipc, device=args.device, amp=amp, teacher=tcfg, evaluate=False,
                                     data=data, seed=synthesis_seed(0, s))
@@ -255,9 +278,13 @@ def main() -> None:
                        "memory_occupancy": pad_reduce([u.get("memory_occupancy") for u in units], sum),
                        "template_score": template_score(art.images, art.labels),
                        "method_config": art.manifest["method_config"], "torch_threads": art.manifest.get("torch_threads")}
-                done.write_text(json.dumps(rec))
+                tmp = done.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(rec))
+                tmp.replace(done)
                 per_seed.append(rec)
                 log.info("%s ipc %d seed %d: %.2f%% (synthesis %.0fs)", name, ipc, s, acc, rec["synthesis_seconds"])
+            if stopped:
+                break
             accs = [r["accuracy"] for r in per_seed]
             secs = statistics.fmean(r["synthesis_seconds"] for r in per_seed)
             back = per_seed[0]["teacher_backward_images"]
@@ -266,7 +293,8 @@ def main() -> None:
             saved = [r["iterations_saved_pct"] for r in per_seed if r.get("iterations_saved_pct") is not None]
             occ = [round(v, 2) for v in pad_reduce([r.get("memory_occupancy") for r in per_seed], statistics.fmean)]
             rows.add({
-                "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": model, "seeds": len(accs),
+                "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": model, "protocol": proto,
+                "seeds": len(accs),
                 "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                 "accuracies": accs, "synthesis_seeds": [synthesis_seed(0, s) for s in range(args.seeds)],
                 "synthesis_seconds": round(secs, 2), "bn_stats_seconds": round(max(r["bn_stats_seconds"] for r in per_seed), 1),
@@ -278,7 +306,8 @@ def main() -> None:
                 "memory_occupancy_mean": round(statistics.fmean(occ), 1) if occ else None,
                 "memory_occupancy": occ,
                 "template_score": round(statistics.fmean(r["template_score"] for r in per_seed), 3),
-                "method_config": per_seed[0]["method_config"], "eval_epochs": epochs,
+                "method_config": per_seed[0]["method_config"], "eval_epochs": epochs, "eval_config": to_dict(ecfg),
+                "teacher": pinned, "class_names": list(ds.info.class_names),
                 "eval_seconds": sum(r["eval_seconds"] for r in per_seed), "teacher_accuracy": teacher.reference["test_accuracy"],
                 "teacher_seconds_this_run": round(teacher_secs, 1), "loader": loader, "model": model, "image_size": px, "device": args.device,
                 "torch_threads": per_seed[0]["torch_threads"],

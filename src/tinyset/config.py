@@ -45,25 +45,99 @@ class TeacherConfig:
 
 @dataclass
 class EvalConfig:
+    protocol: str = "rded"  # a named bundle of the values below (`tinyset protocols`); set first, later keys win
     student: str = "convnet3"
     epochs: int = 300
     batch_size: int = 50
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | smoothed_cosine (EDC/E2D) | constant
+    decay_norm_and_bias: bool = False  # weight decay on norm weights and biases too (timm/RDED: off)
+    schedule: str = "half_cosine"  # cosine | half_cosine (RDED: ends at 0.5 lr) | smoothed_cosine (EDC/E2D) | constant
     loss: str = "kd"  # a KD-loss registry name (soft-label modes)
-    temperature: float = 4.0
+    temperature: float = 20.0
+    ce_weight: float = 0.0  # + this x CE on the un-mixed hard label (E2D: 0.025)
     label_modes: tuple[str, ...] = ("soft",)  # any of: soft (teacher online), hard (stored labels)
     seeds: int = 3
-    crop_scale: tuple[float, float] = (0.5, 1.0)  # RandomResizedCrop scale; RDED's (1, 1) = no crop
-    flip: bool = True
-    cutmix: float = 1.0  # probability of CutMix per batch (Beta(1,1) area)
+    augment: str = "flip"  # flip | rrc (RandomResizedCrop, crop_scale) | shift (pad shift_pad + crop) | none
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # augment=rrc: RandomResizedCrop scale
+    shift_pad: int = 4  # augment=shift: zero padding before the random crop back
+    flip: bool = True  # random horizontal flip (augment rrc, shift or flip)
+    cutmix: float = 1.0  # probability of CutMix per batch
+    cutmix_alpha: float = 1.0  # CutMix area ~ Beta(alpha, alpha)
+    mixup: float = 0.0  # probability of MixUp per batch (SRe2L: 1.0); with cutmix, one draw picks at most one
+    mixup_alpha: float = 0.8  # MixUp weight ~ Beta(alpha, alpha)
     ema: float | None = None  # EMA of student weights (EDC/E2D use 0.99)
+    ema_buffers: bool = True  # the EMA also averages buffers (BN statistics); E2D's averages parameters only
     random_baseline: bool = True  # also train on a random real subset of the same size
     synthesis_seeds: bool = False  # re-synthesise the set for every eval seed (paired), so the std holds synthesis variance too
     he_da: float | None = None  # HE-DA: re-mix this top-energy fraction of each batch (0.5 in the paper)
     eval_batch_size: int = 500
+
+
+# Student-evaluation protocols: named bundles of EvalConfig values. Setting ``eval.protocol`` applies
+# its bundle first; any other eval key in the same mapping, and every later override, wins. Values
+# follow the references' own training scripts (notes: ../shared/notes/reference-findings.md).
+EVAL_PROTOCOLS: dict[str, tuple[str, dict]] = {
+    "rded": (
+        "RDED's CIFAR/ConvNet evaluation: 300 epochs, batch 50, AdamW lr 1e-3 wd 0.01 (no decay on norm/bias), "
+        "half-period cosine (ends at 0.5 lr), KL at T=20 on the teacher's output for the same mixed view, "
+        "flip + CutMix (beta 1), no crop",
+        dict(epochs=300, batch_size=50, optimizer="adamw", lr=1e-3, weight_decay=0.01, decay_norm_and_bias=False,
+             schedule="half_cosine", loss="kd", temperature=20.0, ce_weight=0.0, augment="flip", flip=True,
+             cutmix=1.0, cutmix_alpha=1.0, mixup=0.0, ema=None, ema_buffers=True)),
+    "sre2l": (
+        "SRe2L's CIFAR relabel: 400 epochs, batch 128, AdamW lr 1e-3 wd 0.01, cosine, KL at T=30, "
+        "pad-4 crop + flip, MixUp (alpha 0.8) on every batch",
+        dict(epochs=400, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.01, decay_norm_and_bias=True,
+             schedule="cosine", loss="kd", temperature=30.0, ce_weight=0.0, augment="shift", shift_pad=4, flip=True,
+             cutmix=0.0, mixup=1.0, mixup_alpha=0.8, ema=None, ema_buffers=True)),
+    "e2d": (
+        "E2D's (EDC's) trainer: 300 epochs, batch 100, AdamW lr 1e-3 wd 0.01, smoothed cosine (cos2), MSE on "
+        "logits + 0.025 CE on the un-mixed hard label, EMA 0.99 of the parameters only, crop 0.5-1 + flip + CutMix",
+        dict(epochs=300, batch_size=100, optimizer="adamw", lr=1e-3, weight_decay=0.01, decay_norm_and_bias=True,
+             schedule="smoothed_cosine", loss="mse", temperature=1.0, ce_weight=0.025, augment="rrc",
+             crop_scale=(0.5, 1.0), flip=True, cutmix=1.0, cutmix_alpha=1.0, mixup=0.0, ema=0.99, ema_buffers=False)),
+    "fast": (
+        "smoke runs and CI only: 100 epochs, batch 50, AdamW lr 0.01 wd 0.01, cosine, KL at T=4, crop 0.5-1 + flip "
+        "+ CutMix (the short protocol of the first benchmark tables; ~20 points under rded at CIFAR-10 IPC 10)",
+        dict(epochs=100, batch_size=50, optimizer="adamw", lr=0.01, weight_decay=0.01, decay_norm_and_bias=True,
+             schedule="cosine", loss="kd", temperature=4.0, ce_weight=0.0, augment="rrc", crop_scale=(0.5, 1.0),
+             flip=True, cutmix=1.0, cutmix_alpha=1.0, mixup=0.0, ema=None, ema_buffers=True)),
+}
+
+
+def protocol_values(name: str) -> dict:
+    """The EvalConfig values of a named protocol; an unknown name is a one-line error."""
+    if name not in EVAL_PROTOCOLS:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(EVAL_PROTOCOLS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise TinysetError(f"unknown eval protocol {name!r}; {hint}choose from {', '.join(EVAL_PROTOCOLS)} (`tinyset protocols`)")
+    return dict(EVAL_PROTOCOLS[name][1])
+
+
+def protocol_overrides(ecfg: "EvalConfig") -> dict:
+    """The values of ``ecfg`` that differ from its named protocol's bundle ({} = the protocol as published)."""
+    if ecfg.protocol not in EVAL_PROTOCOLS:
+        return {}
+    out = {}
+    for k, v in protocol_values(ecfg.protocol).items():
+        have = getattr(ecfg, k)
+        if (tuple(have) if isinstance(have, (list, tuple)) else have) != (tuple(v) if isinstance(v, (list, tuple)) else v):
+            out[k] = have
+    return out
+
+
+def describe_protocol(ecfg: "EvalConfig") -> str:
+    """``rded`` or ``rded (epochs=100, temperature=4)``: the name every table title and eval.json carries."""
+    over = protocol_overrides(ecfg)
+    return ecfg.protocol + (f" ({', '.join(f'{k}={v}' for k, v in over.items())})" if over else "")
+
+
+# A key that names a bundle of sibling values: (dataclass, key) -> values of the bundle's name.
+BUNDLES = {(EvalConfig, "protocol"): protocol_values}
 
 
 @dataclass
@@ -196,6 +270,14 @@ def _collect(cfg: Any, mapping: dict, prefix: str, problems: list[str]) -> list[
     names = {f.name for f in fields(cfg)}
     hints = _hints(type(cfg))
     updates: list[tuple[Any, str, Any]] = []
+    # a bundle key (eval.protocol) goes first and expands into its values; the mapping's other keys win
+    bundle_keys = [k for k in mapping if (type(cfg), k) in BUNDLES]
+    for key in bundle_keys:
+        try:
+            updates += _collect(cfg, BUNDLES[(type(cfg), key)](str(mapping[key])), prefix, problems)
+        except TinysetError as e:
+            problems.append(str(e))
+    mapping = {**{k: mapping[k] for k in bundle_keys}, **{k: v for k, v in mapping.items() if k not in bundle_keys}}
     for key, value in mapping.items():
         full = f"{prefix}{key}"
         if key not in names:

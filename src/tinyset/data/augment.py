@@ -95,13 +95,22 @@ def random_resized_crop(
     return crop_resize(images, boxes, (h, w), flips)
 
 
-def random_shift_flip(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image flipped horizontally with probability 1/2."""
+    flips = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    return torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def random_shift_flip(images: torch.Tensor, pad: int, generator: torch.Generator | None = None,
+                      flip: bool = True) -> torch.Tensor:
     """The classic CIFAR augmentation: zero-pad by ``pad``, random crop back, random flip."""
     n, c, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5
+    if not flip:
+        flips = torch.zeros_like(flips)
     rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).to(images.device)
     cols = dx.view(n, 1) + torch.arange(w).view(1, w)
     cols = torch.where(flips.view(n, 1), cols.flip(1), cols).to(images.device)

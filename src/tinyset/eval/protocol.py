@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import distributed as dist
-from ..config import EvalConfig
+from ..config import EvalConfig, describe_protocol, protocol_overrides
 from ..data.base import Dataset, TensorSplit, sample_class_indices
 from ..errors import TinysetError
 from ..kd import build_kd_loss
@@ -27,10 +27,13 @@ LABEL_MODES = ("soft", "hard")
 
 
 def eval_spec(ecfg: EvalConfig, channels_last: bool = True, amp: bool = False) -> TrainSpec:
+    """The trainer's settings for a student under ``ecfg`` (its protocol's values, overrides included)."""
     return TrainSpec(
         epochs=ecfg.epochs, batch_size=ecfg.batch_size, optimizer=ecfg.optimizer, lr=ecfg.lr,
-        weight_decay=ecfg.weight_decay, schedule=ecfg.schedule, augment="rrc", crop_scale=tuple(ecfg.crop_scale),
-        flip=ecfg.flip, cutmix=ecfg.cutmix, ema=ecfg.ema, channels_last=channels_last, amp=amp,
+        weight_decay=ecfg.weight_decay, decay_norm_and_bias=ecfg.decay_norm_and_bias, schedule=ecfg.schedule,
+        augment=ecfg.augment, crop_scale=tuple(ecfg.crop_scale), shift_pad=ecfg.shift_pad, flip=ecfg.flip,
+        cutmix=ecfg.cutmix, cutmix_alpha=ecfg.cutmix_alpha, mixup=ecfg.mixup, mixup_alpha=ecfg.mixup_alpha,
+        ce_weight=ecfg.ce_weight, ema=ecfg.ema, ema_buffers=ecfg.ema_buffers, channels_last=channels_last, amp=amp,
         eval_batch_size=ecfg.eval_batch_size, he_da=getattr(ecfg, "he_da", None),
     )
 
@@ -154,7 +157,9 @@ def evaluate_set(
     accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
     rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
             for mode in ecfg.label_modes for which in sets]
-    report = {"rows": [r.as_dict() for r in rows], "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__},
+    report = {"rows": [r.as_dict() for r in rows], "protocol": describe_protocol(ecfg),
+              "protocol_overrides": protocol_overrides(ecfg),
+              "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__},
               "synthesis_seeds": [synthesis_seed(seed, s) for s in range(ecfg.seeds)] if resynthesize else [seed],
               "variance": variance_note(resynthesize is not None)}
     for mode in ecfg.label_modes:
@@ -166,6 +171,8 @@ def evaluate_set(
 
 
 def markdown_table(report: dict, title: str = "") -> str:
+    if report.get("protocol") and "protocol" not in title:
+        title = f"{title} — protocol {report['protocol']}" if title else f"protocol {report['protocol']}"
     lines = [f"### {title}", ""] if title else []
     lines += ["| label mode | set | seeds | accuracy (%) | vs random |", "|---|---|---|---|---|"]
     imp = report.get("improvement_over_random", {})

@@ -11,6 +11,11 @@ def cosine(epochs: int) -> Callable[[int], float]:
     return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / max(epochs, 1)))
 
 
+def half_cosine(epochs: int) -> Callable[[int], float]:
+    """RDED's evaluation schedule: the first half period of a cosine, so the lr ends at 0.5x the start."""
+    return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / (2 * max(epochs, 1))))
+
+
 def smoothed_cosine(epochs: int, stretch: float = 2.0) -> Callable[[int], float]:
     """EDC's "smoothed" schedule (ls-type cos2, st=2): a cosine stretched over ``stretch`` x the run,
     so the lr stays high longer, for the first 5/6 of the epochs; then a linear tail to zero.
@@ -32,7 +37,7 @@ def constant(epochs: int) -> Callable[[int], float]:
     return lambda e: 1.0
 
 
-SCHEDULES = {"cosine": cosine, "smoothed_cosine": smoothed_cosine, "constant": constant}
+SCHEDULES = {"cosine": cosine, "half_cosine": half_cosine, "smoothed_cosine": smoothed_cosine, "constant": constant}
 
 
 def get_schedule(name: str, epochs: int) -> Callable[[int], float]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -42,7 +43,13 @@ class TrainSpec:
     shift_pad: int = 4
     flip: bool = True
     cutmix: float = 0.0  # probability per batch
+    cutmix_alpha: float = 1.0
+    mixup: float = 0.0  # probability per batch; one draw picks CutMix, MixUp or neither
+    mixup_alpha: float = 0.8
+    ce_weight: float = 0.0  # + ce_weight x CE(student, un-mixed hard label) (E2D's trainer)
+    decay_norm_and_bias: bool = True  # False: no weight decay on 1-d parameters (norm weights, biases)
     ema: float | None = None
+    ema_buffers: bool = True  # False: the EMA averages parameters only, buffers are copied (E2D)
     he_da: float | None = None  # fraction of highest-energy samples re-mixed (HE-DA); None = off
     he_da_weight: float = 0.9
     he_da_mode: str = "cutmix"
@@ -62,8 +69,19 @@ class TrainResult:
     resumed_from_epoch: int = 0
 
 
-def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True) -> list[dict]:
+    """timm's ``param_groups_weight_decay``: with ``decay_norm_and_bias`` off, 1-d parameters
+    (BatchNorm/LayerNorm weights and every bias) go to a group without weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias or not weight_decay:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = param_groups(model, spec.weight_decay, spec.decay_norm_and_bias)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=True)
     if spec.optimizer == "adamw":
@@ -79,8 +97,28 @@ def augment_batch(x: torch.Tensor, spec: TrainSpec, g: torch.Generator) -> torch
     if spec.augment == "rrc":
         return A.random_resized_crop(x, scale=tuple(spec.crop_scale), flip=spec.flip, generator=g)
     if spec.augment == "shift":
-        return A.random_shift_flip(x, spec.shift_pad, generator=g)
-    raise TinysetError(f"unknown augment {spec.augment!r}; choose rrc, shift or none")
+        return A.random_shift_flip(x, spec.shift_pad, generator=g, flip=spec.flip)
+    if spec.augment == "flip":
+        return A.random_flip(x, generator=g) if spec.flip else x
+    raise TinysetError(f"unknown augment {spec.augment!r}; choose {', '.join(AUGMENTS)}")
+
+
+AUGMENTS = ("rrc", "shift", "flip", "none")
+
+
+def mix_batch(x: torch.Tensor, spec: TrainSpec, g: torch.Generator):
+    """At most one of CutMix / MixUp per batch (timm's switch): one uniform draw u picks CutMix when
+    u < cutmix, MixUp when u < cutmix + mixup. Returns (x, (perm, lam) or None)."""
+    if x.dim() != 4 or spec.cutmix + spec.mixup <= 0:
+        return x, None
+    u = float(torch.rand(1, generator=g))
+    if u < spec.cutmix:
+        x, perm, lam = A.cutmix(x, spec.cutmix_alpha, generator=g)
+    elif u < spec.cutmix + spec.mixup:
+        x, perm, lam = A.mixup(x, spec.mixup_alpha, generator=g)
+    else:
+        return x, None
+    return x, (perm, lam)
 
 
 @torch.no_grad()
@@ -106,10 +144,12 @@ def accuracy(model: nn.Module, split: Split, device: torch.device, batch_size: i
     return 100.0 * correct / max(len(split), 1)
 
 
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """EMA of weights and buffers (BN statistics too; EDC/E2D evaluate with decay 0.99): PyTorch's
-    own ``AveragedModel`` with ``get_ema_multi_avg_fn``. The first update copies the weights."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+def make_ema(model: nn.Module, decay: float, buffers: bool = True) -> AveragedModel:
+    """EMA of the weights, and with ``buffers`` of the BN statistics too (PyTorch's own
+    ``AveragedModel`` with ``get_ema_multi_avg_fn``; the first update copies the weights). Without
+    ``buffers`` (E2D's trainer) only parameters are averaged and ``update_parameters`` copies the
+    live model's buffers in."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=buffers)
 
 
 def _energy_thresholds(teacher: nn.Module, split: Split, spec: TrainSpec, device, seed: int) -> tuple[float, float]:
@@ -198,7 +238,7 @@ def train(
         net = DistributedDataParallel(model, device_ids=ids)
     opt = _optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, get_schedule(spec.schedule, spec.epochs))
-    ema = make_ema(model, spec.ema) if spec.ema else None
+    ema = make_ema(model, spec.ema, spec.ema_buffers) if spec.ema else None
     g = generator(seed + 104729 * rank)  # rank 0 (and a single process) keeps the plain seed
     history: list[dict] = []
     start_epoch = 0
@@ -249,10 +289,7 @@ def train(
         for idx, (x, y) in zip(batches, _batches(split, batches, spec.num_workers)):
             x = augment_batch(x.to(device, non_blocking=True), spec, g)
             y = y.to(device) if y is not None else None
-            mix = None
-            if spec.cutmix > 0 and x.dim() == 4 and float(torch.rand(1, generator=g)) < spec.cutmix:
-                x, perm, lam = A.cutmix(x, 1.0, generator=g)
-                mix = (perm, lam)
+            x, mix = mix_batch(x, spec, g)
             if x.dim() == 4:
                 x = x.contiguous(memory_format=fmt)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -266,6 +303,8 @@ def train(
                     loss = lam * loss_fn(s_logits, t_logits, y) + (1 - lam) * loss_fn(s_logits, t_logits, y[perm])
                 else:
                     loss = loss_fn(s_logits, t_logits, y)
+                if spec.ce_weight and y is not None:
+                    loss = loss + spec.ce_weight * F.cross_entropy(s_logits, y)  # the un-mixed label, as E2D
                 if spec.he_da:
                     from ..kd.he_da import he_da_loss
 

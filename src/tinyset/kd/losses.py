@@ -181,6 +181,15 @@ class MSECE(KDLoss):
         return loss
 
 
+@register_kd_loss("mse", "MSE between student and teacher logits (no temperature); E2D's protocol adds CE via eval.ce_weight")
+class MSELogits(KDLoss):
+    name = "mse"
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor | None) -> Tensor:
+        s, t, _ = self._inputs(student_logits, teacher_logits, targets)
+        return F.mse_loss(s, t)
+
+
 @register_kd_loss("dkd", "Decoupled KD: TCKD + 8 NCKD at T=4, warmed up over 20 epochs, + CE")
 class DKD(KDLoss):
     """``ce_weight * CE + min((epoch + 1) / warmup, 1) * (alpha * TCKD + beta * NCKD)``.

@@ -1,0 +1,148 @@
+"""Pinned teachers: the benchmarks' teachers, trained once and committed, so no session retrains one
+by accident and a fresh machine reruns any row on the very same weights.
+
+Each pinned teacher is ``teachers/NAME.safetensors`` (weights, model name, dataset info and training
+meta in the header) beside ``teachers/NAME.yaml`` (the recipe, the command that retrains it, its
+test accuracy and the file's sha256). Benchmarks call ``load_pinned(NAME, ds)``; the file's sha256
+is checked against the YAML before use. ``--retrain-teacher`` (or this script) retrains from the
+recipe and refuses to replace the pinned file unless the new test accuracy is within a point of it.
+
+    python benchmarks/pinned.py cifar10-convnet3 --data-root ../shared/data            # pin (or check) it
+    python benchmarks/pinned.py cifar10-convnet3 --data-root ../shared/data --retrain  # retrain + compare
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tinyset.config import DataConfig, TeacherConfig, to_dict
+from tinyset.data import load_dataset
+from tinyset.errors import TinysetError
+from tinyset.models import load_model, save_model_safetensors, sha256_file
+from tinyset.teachers.supervised import Teacher, get_teacher
+from tinyset.utils.files import atomic_write_text
+
+HERE = Path(__file__).parent
+TEACHERS = HERE / "teachers"
+log = logging.getLogger("benchmarks.pinned")
+TOLERANCE = 1.0  # points of test accuracy a retrained teacher may differ from the pinned one
+
+
+@dataclass(frozen=True)
+class Pinned:
+    dataset: str  # load_dataset spec relative to --data-root (imagefolder paths are joined to it)
+    image_size: int | None
+    teacher: TeacherConfig
+    about: str
+
+    def data_config(self, data_root: str) -> DataConfig:
+        spec = self.dataset
+        if spec.startswith("imagefolder:"):
+            spec = f"imagefolder:{Path(data_root) / spec.split(':', 1)[1]}"
+        return DataConfig(dataset=spec, data_root=data_root, image_size=self.image_size)
+
+
+PINNED: dict[str, Pinned] = {
+    "cifar10-convnet3": Pinned(
+        "cifar10", None, TeacherConfig(model="convnet3", epochs=10, batch_size=128, lr=0.05, weight_decay=5e-4),
+        "ConvNet-3 (width 128, BatchNorm) on CIFAR-10, 10 epochs SGD: the decoupled/protocol/KD/QuADD teacher"),
+    "imagenette64-convnet4": Pinned(
+        "imagefolder:imagenette-128", 64, TeacherConfig(model="convnet4", epochs=30, batch_size=64, lr=0.05,
+                                                        weight_decay=5e-4),
+        "ConvNet-4 (width 128, BatchNorm) on Imagenette at 64 px, 30 epochs SGD: the E2D-at-64-px teacher"),
+}
+
+
+def paths(name: str) -> tuple[Path, Path]:
+    return TEACHERS / f"{name}.safetensors", TEACHERS / f"{name}.yaml"
+
+
+def _entry(name: str) -> Pinned:
+    if name not in PINNED:
+        raise TinysetError(f"unknown pinned teacher {name!r}; known: {', '.join(PINNED)}")
+    return PINNED[name]
+
+
+def retrain_command(name: str) -> str:
+    return f"python benchmarks/pinned.py {name} --data-root ../shared/data --retrain"
+
+
+def load_pinned(name: str, ds, device="cpu", retrain: bool = False, cache: str | None = None) -> Teacher:
+    """The committed teacher ``name`` for ``ds`` (sha256 checked), or with ``retrain`` a fresh one
+    trained from the recipe and compared with the pinned accuracy."""
+    entry = _entry(name)
+    st, meta_path = paths(name)
+    if retrain or not st.exists():
+        return pin(name, ds, device, cache=cache, replace=retrain)
+    meta = yaml.safe_load(meta_path.read_text())
+    digest = sha256_file(st)
+    if digest != meta["sha256"]:
+        raise TinysetError(f"pinned teacher {st} has sha256 {digest[:16]}…, its YAML says {meta['sha256'][:16]}…; "
+                           f"restore it from git or retrain it: {retrain_command(name)}")
+    tcfg = dataclasses.replace(entry.teacher, checkpoint=str(st), cache_dir=cache)
+    teacher = get_teacher(ds, tcfg, device, progress=False)
+    teacher.reference.update({"pinned": name, "test_accuracy": meta["test_accuracy"], "recipe": meta["recipe"]})
+    return teacher
+
+
+def pin(name: str, ds, device="cpu", cache: str | None = None, replace: bool = False) -> Teacher:
+    """Train ``name`` from its recipe (or take it from the teacher cache), then write the pinned files;
+    an existing pinned teacher is only replaced when the new accuracy is within ``TOLERANCE``."""
+    entry = _entry(name)
+    st, meta_path = paths(name)
+    tcfg = dataclasses.replace(entry.teacher, cache_dir=cache or str(HERE / "cache"))
+    if replace:  # a retrain must not reuse the cached weights it is meant to check
+        tcfg = dataclasses.replace(tcfg, cache_dir=tempfile.mkdtemp(prefix=f"retrain-{name}-"))
+    trained = get_teacher(ds, tcfg, device, progress=False)
+    acc = float(trained.reference["test_accuracy"])
+    if st.exists() and meta_path.exists():
+        old = yaml.safe_load(meta_path.read_text())
+        if abs(acc - old["test_accuracy"]) > TOLERANCE:
+            raise TinysetError(f"retrained {name}: {acc:.2f}% test accuracy, the pinned one has {old['test_accuracy']:.2f}% "
+                               f"(more than {TOLERANCE} point apart); the pinned teacher is kept")
+        log.info("retrained %s: %.2f%% vs pinned %.2f%% (within %.1f point); pinned files kept", name, acc,
+                 old["test_accuracy"], TOLERANCE)
+        return load_pinned(name, ds, device, cache=cache)
+    TEACHERS.mkdir(parents=True, exist_ok=True)
+    model, ckpt = load_model(trained.reference["path"], ds.info)
+    save_model_safetensors(model, st, entry.teacher.model, ds.info, ckpt.get("meta"))
+    recipe = {k: v for k, v in to_dict(entry.teacher).items() if k not in ("checkpoint", "cache_dir", "pretrained",
+                                                                          "head_classes", "trust_checkpoint", "extra")}
+    meta = {"name": name, "about": entry.about, "dataset": entry.dataset, "image_size": entry.image_size,
+            "model": entry.teacher.model, "recipe": recipe, "test_accuracy": round(acc, 2),
+            "class_names": list(ds.info.class_names), "file": st.name, "sha256": sha256_file(st),
+            "retrain": retrain_command(name)}
+    atomic_write_text(meta_path, yaml.safe_dump(meta, sort_keys=False))
+    log.info("pinned %s: %.2f%% -> %s", name, acc, st)
+    return load_pinned(name, ds, device, cache=cache)
+
+
+def add_teacher_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--pinned-teacher", default=default, choices=list(PINNED), help="committed teacher (benchmarks/teachers/)")
+    p.add_argument("--retrain-teacher", action="store_true",
+                   help="retrain the pinned teacher from its recipe and check its accuracy is within a point")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("name", choices=list(PINNED))
+    p.add_argument("--data-root", default="../shared/data")
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--cache", default=str(HERE / "cache"))
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    entry = _entry(args.name)
+    ds = load_dataset(entry.data_config(args.data_root).dataset, entry.data_config(args.data_root))
+    t = load_pinned(args.name, ds, args.device, retrain=args.retrain, cache=args.cache)
+    print(f"{args.name}: {t.reference['test_accuracy']:.2f}% test accuracy ({paths(args.name)[0]})")
+
+
+if __name__ == "__main__":
+    main()
