@@ -85,6 +85,10 @@ class Rows:
         (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
 
 
+class TimeUp(Exception):
+    """Raised by ``Deadline.check()`` deep inside a benchmark's loops; ``main`` catches it and stops."""
+
+
 class Deadline:
     """``--max-minutes``: a benchmark checks ``passed()`` before each row (or seed) and stops cleanly
     once the time is spent; the rows and seeds already written let a rerun of the same command
@@ -102,6 +106,11 @@ class Deadline:
             print(f"--max-minutes {self.minutes:g} reached: stopping here; rerun the same command to continue", flush=True)
             self.told = True
         return True
+
+    def check(self) -> None:
+        """Raise ``TimeUp`` once the time is spent (for scripts whose rows sit deep in nested loops)."""
+        if self.passed():
+            raise TimeUp
 
 
 def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" = None) -> list[dict] | None:

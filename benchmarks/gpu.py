@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import Rows, bare_throughput, command_line, sync
+from common import Deadline, Rows, add_max_minutes, bare_throughput, command_line, sync
 from tinyset.config import RunConfig
 from tinyset.data.base import Dataset, DatasetInfo, TensorSplit
 from tinyset.models import get_model
@@ -52,7 +52,9 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=40, help="synthesis iterations per run (throughput, not quality)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd teachers")
     p.add_argument("--name", default="gpu")
+    add_max_minutes(p)
     args = p.parse_args()
+    deadline = Deadline(args.max_minutes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -82,6 +84,8 @@ def main() -> None:
                 run_model = torch.compile(model) if comp else model
                 ref_bare = bare_throughput(run_model, (3, args.size, args.size), args.ipc * 10, device, amp, cl, iters=20)
                 for method in todo:
+                    if deadline.passed():
+                        break
                     cfg = RunConfig(method=method, ipc=args.ipc, device=args.device, evaluate=False, amp=amp, channels_last=cl)
                     cfg.method_args = {"iterations": args.iterations, "log_every": 0, "batch_size": args.ipc * 10}
                     if method == "e2d":

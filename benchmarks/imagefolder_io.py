@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import Rows, command_line
+from common import Deadline, Rows, add_max_minutes, command_line
 from tinyset.data.decoded import make_cache
 from tinyset.data.imagefolder import FileSplit, load_imagefolder
 
@@ -59,7 +59,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--name", default="imagefolder_io")
+    add_max_minutes(p)
     args = p.parse_args()
+    deadline = Deadline(args.max_minutes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(args.root)
     dataset = f"{root.name}@{args.size}px"
@@ -76,6 +78,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, split in (("off", with_cache(ds.train, "off")), ("memory (warm)", ds.train),
                             ("disk (warm)", with_cache(ds.train, "disk", tmp))):
+            if deadline.passed():
+                break
             rate = warm_rate(split, idx)
             rows.add({"dataset": dataset, "method": name, "ipc": None, "bits": 8, "student": None, "seeds": 1,
                       "accuracy_mean": None, "accuracy_std": None, "synthesis_seconds": None,

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import Rows, command_line, sync
+from common import Deadline, Rows, add_max_minutes, command_line, sync
 from gpu import random_dataset
 from tinyset.config import RunConfig
 from tinyset.data import augment as A
@@ -120,7 +120,10 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=10, help="loop iterations timed (and per part)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--name", default="loop_profile")
+    add_max_minutes(p)  # one row of about a minute: the flag only keeps the benchmarks' common interface
     args = p.parse_args()
+    if Deadline(args.max_minutes).passed():
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = torch.device(args.device)
     n = args.ipc * 10

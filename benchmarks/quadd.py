@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, WORK, Rows, command_line
+from common import RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line
 from tinyset.artifact import load_artifact
 from tinyset.artifact.decoders import label_bits
 from tinyset.budget import parse_budget, plan_budget
@@ -74,9 +74,13 @@ def honest_bytes(art) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+DEADLINE = Deadline(None)  # --max-minutes; checked before every synthesis, compression and row
+
+
 def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, ipc: int, margs: dict) -> Path:
     out = work / name
     if not out.exists():
+        DEADLINE.check()
         # beam sets need no teacher (tcfg None): the default config, never used, keeps RunConfig whole
         cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg or TeacherConfig(), evaluate=False,
                         data=DataConfig(dataset=ds_name, data_root=data_root))
@@ -90,6 +94,7 @@ def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, 
 def make_compressed(work: Path, src: Path, quantizer: str, bits: int, calibrate: int = 100, granularity="tensor") -> Path:
     out = work / f"{src.name}-{quantizer}{bits}{'' if calibrate else '-raw'}"
     if not out.exists():
+        DEADLINE.check()
         compress_artifact(src, out, CompressConfig(quantizer=quantizer, bits=bits, calibrate_steps=calibrate,
                                                    granularity=granularity))
     return out
@@ -146,6 +151,7 @@ def cifar(args) -> None:
                      command_line(), notes, cols)
 
     def evaluate(row_id, part, method, base, quantizer, path, bits, seconds=None):
+        DEADLINE.check()
         if rows.has(row_id=row_id):
             return
         art = load_artifact(path)
@@ -255,6 +261,8 @@ def beam(args) -> None:
     rows = QuaddRows("quadd_beam", "QuADD on beam-management data: accuracy against bits and bytes", command_line(), notes, cols)
 
     def add(row_id, method, base, quantizer, x, y, bits, nbytes, seconds=None, ipc=None):
+        if not rows.has(row_id=row_id):
+            DEADLINE.check()
         if rows.has(row_id=row_id):
             return
         res = [beam_student(x, y, ds, derive_seed(0, "eval", s)) for s in range(seeds)]
@@ -399,10 +407,16 @@ def main() -> None:
     p.add_argument("--sections", nargs="+", default=["A", "B"], help="CIFAR parts to run")
     p.add_argument("--bases", nargs="+", default=["dm", "e2d"], help="CIFAR bases to run")
     p.add_argument("--report-only", action="store_true", help="beam: rewrite the table, findings and plot from the rows already there")
+    add_max_minutes(p)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    global DEADLINE
+    DEADLINE = Deadline(args.max_minutes)
     t0 = time.perf_counter()
-    (cifar if args.part == "cifar" else beam)(args)
+    try:
+        (cifar if args.part == "cifar" else beam)(args)
+    except TimeUp:
+        return  # the rows written so far are saved; rerunning the command continues
     log.info("done in %.0fs", time.perf_counter() - t0)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common import Rows, command_line
+from common import Deadline, Rows, add_max_minutes, command_line
 from tinyset.config import DataConfig, RunConfig
 from tinyset.data import load_dataset
 from tinyset.data.base import Dataset
@@ -102,7 +102,9 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, results/ssdd_smoke.*")
     p.add_argument("--cache", default=str(HERE / "cache"))
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    add_max_minutes(p)
     args = p.parse_args()
+    deadline = Deadline(args.max_minutes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     name = "ssdd_smoke" if args.smoke else "ssdd"
     args.m = args.m or (10 if args.smoke else 100)
@@ -145,6 +147,8 @@ def main() -> None:
         method, extra = METHODS[mname]
         out = runs / mname
         if not (out / "manifest.json").exists():
+            if deadline.passed():
+                break
             cfg = RunConfig(method=method, device=args.device, seed=0)
             known = {f.name for f in dataclasses.fields(METHOD_REGISTRY.get(method).Config)}  # ssdd-only knobs stay out of krr_st
             cfg.method_args = {k: v for k, v in {**st["method"], "image_lr": args.lr, "target_lr": args.lr, "budget": budget,
@@ -157,7 +161,7 @@ def main() -> None:
                            DataConfig(dataset=spec, data_root=args.data_root, image_size=src.info.image_size))
         tc = TransferConfig(**{**tcfg.__dict__, "modes": modes})
         for mname in methods:
-            if rows.has(dataset=tname, method=mname):
+            if rows.has(dataset=tname, method=mname) or mname not in sets or deadline.passed():
                 continue
             x, y, man = sets[mname]
             rep = evaluate_transfer(x, y, src.info, tds, tc, args.device, seed=0)

@@ -13,7 +13,7 @@ import logging
 import statistics
 import time
 
-from common import Rows, command_line
+from common import Deadline, Rows, add_max_minutes, command_line
 from tinyset.config import EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.eval.protocol import synthesis_seed, train_student
@@ -36,7 +36,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--cache", default=None)
+    add_max_minutes(p)
     args = p.parse_args()
+    deadline = Deadline(args.max_minutes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     model = "convnet:depth=3,width=32"
     tcfg = TeacherConfig(model=model, epochs=8, batch_size=64, cache_dir=args.cache)
@@ -56,6 +58,8 @@ def main() -> None:
     for name, (method, margs) in VARIANTS.items():
         if rows.has(method=name):
             continue
+        if deadline.passed():
+            break
         accs, scores, secs = [], [], []
         for s in range(args.seeds):
             cfg = RunConfig(method=method, ipc=10, device="cpu", teacher=tcfg, seed=synthesis_seed(0, s))

@@ -48,12 +48,33 @@ def test_decoupled_benchmark_runs_resumes_and_plots_the_crop_memory(tmp_path):
     assert 1 <= len(e2d["memory_occupancy"]) <= 4  # crops held after each step, mean over seeds
     assert (tmp_path / "results" / "decoupled_digits_memory_ipc1.png").stat().st_size > 1000
     md = (tmp_path / "results" / "decoupled_digits.md").read_text()
-    assert "| e2d | 1 | 2 |" in md and "python " in md
+    assert "| e2d | 1 | rded (epochs=1) | 2 |" in md and "python " in md
+    assert e2d["protocol"] == "rded (epochs=1)" and e2d["eval_config"]["temperature"] == 20.0
     # a rerun resumes: finished rows are skipped, nothing is recomputed
     before = sorted(p.name for p in (tmp_path / "work").iterdir())
     again = _run("decoupled.py", args, tmp_path)
     assert "ipc 1 seed" not in again.stderr  # no seed was evaluated again
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == before
+
+
+def test_max_minutes_stops_cleanly_and_a_rerun_continues(tmp_path):
+    args = ["--dataset", "digits", "--teacher", "convnet:depth=1,width=8", "--teacher-epochs", "1", "--epochs", "1",
+            "--seeds", "2", "--ipc", "1", "--rows", "random", "--cache", str(tmp_path / "cache")]
+    stopped = _run("decoupled.py", [*args, "--max-minutes", "0"], tmp_path)
+    assert "--max-minutes 0 reached: stopping here" in stopped.stdout
+    results = tmp_path / "results" / "decoupled_digits.json"
+    assert not results.exists() or _rows(results) == []
+    _run("decoupled.py", args, tmp_path)
+    (row,) = _rows(tmp_path / "results" / "decoupled_digits.json")
+    assert row["method"] == "random" and row["seeds"] == 2
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+def test_every_benchmark_takes_max_minutes(script):
+    """Every script that writes results rows takes --max-minutes (the shared helpers and tools do not)."""
+    text = (BENCH / script).read_text()
+    if "Rows(" in text and script != "common.py":
+        assert "add_max_minutes(" in text
 
 
 @pytest.mark.slow
