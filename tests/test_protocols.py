@@ -158,3 +158,11 @@ def test_ema_of_parameters_only_keeps_live_buffers():
         # parameters are averaged either way; buffers are averaged too, or follow the live model
         assert torch.allclose(ema.module[0].weight, m[0].weight - 0.5)
         assert torch.equal(ema.module[1].running_mean, m[1].running_mean) == (not buffers)
+
+
+def test_cpu_bf16_detection_reads_the_flags():
+    from tinyset.utils.hardware import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(frozenset({"avx2", "avx512_bf16"}))
+    assert cpu_has_native_bf16(frozenset({"amx_bf16"}))
+    assert not cpu_has_native_bf16(frozenset({"avx2", "avx512f"}))

@@ -21,6 +21,7 @@ from ..data import augment as A
 from ..data.base import Split
 from ..errors import TinysetError
 from ..models.checkpoint import atomic_torch_save
+from ..utils.hardware import warn_slow_cpu_bf16
 from ..utils.progress import progress_bar
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
@@ -268,6 +269,8 @@ def train(
     # bf16 autocast on CUDA and on CPUs (avx512_bf16/AMX make it ~2x faster there); the loss, the
     # logits and BatchNorm's statistics stay float32 (autocast keeps batch_norm in float32)
     use_amp = spec.amp and device.type in ("cuda", "cpu")
+    if use_amp and device.type == "cpu":
+        warn_slow_cpu_bf16()
     n = len(split)
     t0 = time.perf_counter()
     bs = spec.batch_size
