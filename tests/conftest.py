@@ -6,7 +6,7 @@ import torch
 
 from tinyset.config import TeacherConfig
 from tinyset.data import load_dataset
-from tinyset.teacher import get_teacher
+from tinyset.teachers.supervised import get_teacher
 
 torch.set_num_threads(2)
 

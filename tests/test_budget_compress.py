@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from tinyset.artifact import load_artifact
-from tinyset.budget import parse_budget, plan_budget, set_bytes
+from tinyset.jobs.budget import parse_budget, plan_budget, set_bytes
 from tinyset.cli import main
-from tinyset.compress import CompressConfig, compress_artifact
+from tinyset.jobs.compress import CompressConfig, compress_artifact
 from tinyset.errors import TinysetError
 
 

@@ -13,8 +13,8 @@ from tinyset.methods import MethodContext, build_method
 from tinyset.methods.bn_matching import BN_STATS_VERSION, BNMatcher, cached_bn_targets
 from tinyset.methods.recovery import RandomCropPolicy
 from tinyset.models import get_model
-from tinyset.pipeline import synthesize
-from tinyset.teacher import Teacher, get_extra_teachers, get_teacher
+from tinyset.jobs.distill import synthesize
+from tinyset.teachers.supervised import Teacher, get_extra_teachers, get_teacher
 from tinyset.utils.seeding import generator
 
 
@@ -145,7 +145,7 @@ def test_many_class_plans_use_short_unit_files_and_resume(tmp_path, k):
 
 
 def test_synthesis_seeds_pair_a_fresh_set_with_each_eval_seed(digits, tmp_path):
-    from tinyset.pipeline import distill, evaluate_run
+    from tinyset.jobs.distill import distill, evaluate_run
 
     cfg = RunConfig(method="random", ipc=1, device="cpu", evaluate=False)
     cfg.teacher = dataclasses.replace(cfg.teacher, cache_dir=str(tmp_path / "c"))

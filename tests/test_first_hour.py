@@ -17,7 +17,7 @@ from tinyset import cli
 from tinyset.config import ConfigError, EvalConfig, RunConfig, apply_mapping, parse_override
 from tinyset.errors import TinysetError
 from tinyset.models import get_model, load_model, save_model, save_model_safetensors
-from tinyset.pipeline import distill, evaluate_run
+from tinyset.jobs.distill import distill, evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _one_line_errors(capsys):
 def no_training(monkeypatch):
     """Any teacher training or student/teacher train() call fails the test: validation must come first."""
     import tinyset.eval.trainer as trainer_mod
-    import tinyset.teacher as teacher_mod
+    import tinyset.teachers.supervised as teacher_mod
 
     def boom(*a, **k):
         raise AssertionError("work started before validation")
@@ -73,7 +73,7 @@ def test_kd_refuses_a_folder_holding_a_different_run(tmp_path, small_teacher_cfg
 
 
 def test_kd_default_out_differs_per_loss():
-    from tinyset.kd_run import default_out
+    from tinyset.jobs.kd import default_out
 
     cfg = RunConfig()
     assert default_out(cfg, "convnet3", "kd", 3) != default_out(cfg, "convnet3", "dkd", 3)
@@ -98,7 +98,7 @@ def test_bad_names_and_ranges_fail_before_the_teacher_trains(tmp_path, capsys, n
 
 
 def test_every_problem_is_listed_at_once(no_training):
-    from tinyset.validate import check_config
+    from tinyset.jobs.validate import check_config
 
     cfg = RunConfig(method="e2e", ipc=0)
     cfg.eval.seeds = 0
@@ -138,7 +138,7 @@ def test_three_channel_checkpoint_on_one_channel_data(tmp_path, digits):
 
 
 def test_info_json_into_a_closed_pipe_is_quiet(tmp_path, small_teacher_cfg):
-    from tinyset.pipeline import distill as run
+    from tinyset.jobs.distill import distill as run
 
     cfg = _tiny_cfg(small_teacher_cfg)
     cfg.evaluate = False
@@ -165,7 +165,7 @@ def test_overrides_are_coerced_from_type_hints():
 
 
 def test_method_args_are_checked_against_the_method_config():
-    from tinyset.validate import check_config
+    from tinyset.jobs.validate import check_config
 
     cfg = RunConfig(method="e2d", method_args={"eps": "high"})
     with pytest.raises(ConfigError, match="method_args.eps: expected a number"):
@@ -196,7 +196,7 @@ def test_failure_before_the_first_unit_removes_the_partial_folder(tmp_path, smal
 
 
 def test_failed_teacher_leaves_no_empty_cache_folder(tmp_path, digits, monkeypatch):
-    import tinyset.teacher as teacher_mod
+    import tinyset.teachers.supervised as teacher_mod
     from tinyset.config import TeacherConfig
 
     def broken(*a, **k):
@@ -255,7 +255,7 @@ def test_tinyset_checkpoints_load_with_weights_only(tmp_path, digits, monkeypatc
 def test_safetensors_teacher_is_accepted(tmp_path, digits, digits_teacher, small_teacher_cfg):
     from dataclasses import replace
 
-    from tinyset.teacher import get_teacher
+    from tinyset.teachers.supervised import get_teacher
 
     path = tmp_path / "teacher.safetensors"
     save_model_safetensors(digits_teacher.model, path, small_teacher_cfg.model, digits.info, {"test_accuracy": 90.0})
@@ -283,7 +283,7 @@ def test_progress_is_plain_log_lines_off_a_terminal(digits, monkeypatch, caplog,
 
 def test_untrained_teacher_is_announced_and_near_chance_warned(tmp_path, digits, caplog):
     from tinyset.config import TeacherConfig
-    from tinyset.teacher import get_teacher
+    from tinyset.teachers.supervised import get_teacher
 
     caplog.set_level(logging.INFO, logger="tinyset")
     tcfg = TeacherConfig(model="convnet:depth=1,width=8", epochs=1, lr=1e-6, cache_dir=str(tmp_path))
@@ -341,13 +341,13 @@ def test_cli_polish(tmp_path, small_teacher_cfg, digits_teacher, capsys):
     assert "(default: kd)" in cli.build_parser()._subparsers._group_actions[0].choices["kd"].format_help()
 
 
-# 12. README examples parse as pasted; globbable arguments are quoted
+# 12. README and docs/ examples parse as pasted; globbable arguments are quoted
 def _readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
     cmds = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        joined = block.replace("\\\n", " ")
-        cmds += [l.strip() for l in joined.splitlines() if l.strip().startswith("tinyset ")]
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            joined = block.replace("\\\n", " ")
+            cmds += [l.strip() for l in joined.splitlines() if l.strip().startswith("tinyset ")]
     return cmds
 
 

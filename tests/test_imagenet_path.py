@@ -10,7 +10,7 @@ from PIL import Image
 
 from tinyset.artifact import load_artifact
 from tinyset.config import DataConfig, RunConfig, TeacherConfig
-from tinyset.pipeline import distill
+from tinyset.jobs.distill import distill
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import torch
 
 from tinyset.config import RunConfig
 from tinyset.methods import METHODS
-from tinyset.pipeline import synthesize
+from tinyset.jobs.distill import synthesize
 
 FAST = {
     "sre2l": {"iterations": 6, "batch_size": 20},

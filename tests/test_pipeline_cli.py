@@ -10,7 +10,7 @@ from tinyset.config import EvalConfig, RunConfig
 from tinyset.errors import TinysetError
 from tinyset.eval.protocol import evaluate_set
 from tinyset.methods.e2d import E2D
-from tinyset.pipeline import distill
+from tinyset.jobs.distill import distill
 
 
 def _cfg(teacher_cfg, method="e2d", ipc=2, epochs=5):

@@ -12,7 +12,7 @@ from tinyset.config import DataConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.errors import TinysetError
 from tinyset.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, pretrained_teacher
-from tinyset.teacher import get_teacher
+from tinyset.teachers.supervised import get_teacher
 
 
 @pytest.fixture(scope="module")

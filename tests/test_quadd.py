@@ -8,7 +8,7 @@ from tinyset.artifact import load_artifact
 from tinyset.config import RunConfig
 from tinyset.errors import TinysetError
 from tinyset.methods.diverse import graph_cut_select
-from tinyset.pipeline import distill, synthesize
+from tinyset.jobs.distill import distill, synthesize
 
 
 def _dm_cfg(**q):

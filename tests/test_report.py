@@ -17,7 +17,7 @@ from PIL import Image, ImageStat
 from tinyset import cli
 from tinyset.config import EvalConfig, RunConfig
 from tinyset.errors import TinysetError
-from tinyset.pipeline import distill
+from tinyset.jobs.distill import distill
 from tinyset.report import write_report
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

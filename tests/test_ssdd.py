@@ -17,10 +17,10 @@ from tinyset.methods.krr import krr_predict, with_bias
 from tinyset.methods.krr_st import PixelSupport, PoolNet
 from tinyset.methods.ssdd import BasesSupport, SSDDConfig, ssdd_floats
 from tinyset.models import get_model
-from tinyset.pipeline import distill
-from tinyset.ssl import SSLConfig, get_ssl_teacher
-from tinyset.ssl.pipeline import load_pretrain_pairs
-from tinyset.ssl.rotations import all_views, rotate, unrotate
+from tinyset.jobs.distill import distill
+from tinyset.teachers.ssl import SSLConfig, get_ssl_teacher
+from tinyset.jobs.distill_ssl import load_pretrain_pairs
+from tinyset.data.views import all_views, rotate, unrotate
 
 TINY = "convnet:depth=2,width=8"
 
@@ -127,7 +127,7 @@ def _ssl_run(tmp_path, method, teacher_cache, **args):
 
 
 def test_ssdd_storage_matches_the_manifest_and_budget(tmp_path, digits, ssl_teacher, teacher_cache, monkeypatch):
-    monkeypatch.setattr("tinyset.ssl.pipeline.SSLConfig.from_teacher_config",
+    monkeypatch.setattr("tinyset.jobs.distill_ssl.SSLConfig.from_teacher_config",
                         classmethod(lambda cls, t, method="barlow_twins", **o: SSLConfig(model=TINY, epochs=1, batch_size=256,
                                                                                         proj_dim=64, cache_dir=str(teacher_cache))))
     budget = 12
@@ -153,7 +153,7 @@ def test_ssdd_storage_matches_the_manifest_and_budget(tmp_path, digits, ssl_teac
 
 
 def test_krr_st_run_and_transfer(tmp_path, digits, ssl_teacher, teacher_cache, monkeypatch):
-    monkeypatch.setattr("tinyset.ssl.pipeline.SSLConfig.from_teacher_config",
+    monkeypatch.setattr("tinyset.jobs.distill_ssl.SSLConfig.from_teacher_config",
                         classmethod(lambda cls, t, method="barlow_twins", **o: SSLConfig(model=TINY, epochs=1, batch_size=256,
                                                                                         proj_dim=64, cache_dir=str(teacher_cache))))
     res = _ssl_run(tmp_path, "krr_st", teacher_cache, m=12)
@@ -168,7 +168,7 @@ def test_krr_st_run_and_transfer(tmp_path, digits, ssl_teacher, teacher_cache, m
     assert none["pretrain_pairs"] == 0 and none["linear"]["accuracies"] != rep["linear"]["accuracies"]
     # ``tinyset eval RUN --transfer digits``: the run, no pre-training and a same-storage random subset
     # (the teacher reloaded from the manifest's encoder checkpoint), written beside the run
-    from tinyset.ssl.pipeline import transfer_run
+    from tinyset.jobs.distill_ssl import transfer_run
 
     rcfg = RunConfig(device="cpu")
     rcfg.teacher.cache_dir = str(teacher_cache)
@@ -185,7 +185,7 @@ def test_adapted_split_converts_channels_and_size(digits):
 
 
 def test_bad_budget_and_views_are_one_line_errors(tmp_path, digits, ssl_teacher, teacher_cache, monkeypatch):
-    monkeypatch.setattr("tinyset.ssl.pipeline.SSLConfig.from_teacher_config",
+    monkeypatch.setattr("tinyset.jobs.distill_ssl.SSLConfig.from_teacher_config",
                         classmethod(lambda cls, t, method="barlow_twins", **o: SSLConfig(model=TINY, epochs=1, batch_size=256,
                                                                                         proj_dim=64, cache_dir=str(teacher_cache))))
     with pytest.raises(TinysetError, match="budget"):

@@ -7,7 +7,7 @@ from tinyset.errors import TinysetError
 from tinyset.eval.trainer import TrainSpec, train
 from tinyset.kd import build_kd_loss
 from tinyset.models import get_model
-from tinyset.teacher import get_teacher, teacher_key
+from tinyset.teachers.supervised import get_teacher, teacher_key
 
 
 class Interrupt(Exception):

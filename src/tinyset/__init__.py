@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-__all__ = ["__version__", "distill", "load", "list_methods"]
+__all__ = ["__version__", "distill", "load", "load_artifact", "list_methods"]
 
 
 def list_methods() -> list[str]:
@@ -32,6 +32,16 @@ def load(path: str | Path, verify: bool = True):
     return load_artifact(path, verify=verify)
 
 
+def __getattr__(name: str):
+    # ``tinyset.load_artifact``: the artifact reader under its own name, imported on first use so that
+    # ``import tinyset`` stays light (the root imports no method, job or artifact code up front).
+    if name == "load_artifact":
+        from .artifact import load_artifact
+
+        return load_artifact
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def distill(method: str = "e2d", dataset: str = "digits", ipc: int = 10, out: str | Path | None = None, *,
             config: str | None = None, overwrite: bool = False, progress: bool = True, **overrides: Any):
     """Distil ``dataset`` with ``method`` at ``ipc`` images per class into ``out`` and evaluate it.
@@ -41,7 +51,7 @@ def distill(method: str = "e2d", dataset: str = "digits", ipc: int = 10, out: st
     ``evaluate=False``. Everything is validated before any work. Returns a ``DistillResult``
     (``.path``, ``.manifest``, ``.report``)."""
     from .config import RunConfig, apply_mapping, build_config
-    from .pipeline import distill as _distill
+    from .jobs.distill import distill as _distill
 
     cfg = build_config(RunConfig, config)
     apply_mapping(cfg, {"method": method, "ipc": ipc, "data": {"dataset": dataset}, **overrides})

@@ -11,7 +11,7 @@ import torch
 from ..errors import TinysetError
 from ..param.view_nets import view_net_from_state
 from ..param.bases import decode_images
-from ..ssl.rotations import all_views
+from ..data.views import all_views
 from .decoders import Decoder, register_decoder
 
 def decode_bases(components: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:

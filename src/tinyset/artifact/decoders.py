@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import TinysetError
-from ..quant import pack_bits, quantizer_from_config, unpack_bits
+from ..quant import quantizer_from_config, unpack_bits
 from ..quant.base import Quantizer
+from ..quant.codes import STATE_PREFIX, components_from_codes, label_bits, pack_labels, unpack_labels  # noqa: F401  (re-exported)
 from ..quant.space import DataSpace
 from ..registry import Registry
 
@@ -55,30 +56,6 @@ class Decoder:
 
 
 # --------------------------------------------------------------------------------------------
-# Labels: stored bit-packed at ceil(log2 K) bits (a student needs them; they are counted)
-# --------------------------------------------------------------------------------------------
-
-
-def label_bits(num_classes: int) -> int:
-    return max(1, math.ceil(math.log2(max(num_classes, 2))))
-
-
-def pack_labels(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, int]:
-    """Hard labels -> (packed uint8, bits); more than 256 classes are stored as int32."""
-    bits = label_bits(num_classes)
-    if bits > 8:
-        return labels.to(torch.int32), 32
-    return pack_bits(labels.long(), bits), bits
-
-
-def unpack_labels(stored: torch.Tensor, config: dict) -> torch.Tensor:
-    bits, n = config.get("label_bits"), config.get("num_samples")
-    if stored.dtype != torch.uint8 or bits in (None, 32):
-        return stored.long()
-    return unpack_bits(stored, int(bits), int(n)).long()
-
-
-# --------------------------------------------------------------------------------------------
 # pixels: the set is stored as it is trained on (format 1 artifacts decode with this)
 # --------------------------------------------------------------------------------------------
 
@@ -101,10 +78,8 @@ class PixelsDecoder(Decoder):
 
 
 # --------------------------------------------------------------------------------------------
-# quantized: bit-packed codes + quantizer state
+# quantized: bit-packed codes + quantizer state (their storage layout: quant/codes.py)
 # --------------------------------------------------------------------------------------------
-
-STATE_PREFIX = "q."
 
 
 @register_decoder("quantized", "bit-packed integer codes + quantizer state (uniform, apot, codebook)")
@@ -134,22 +109,3 @@ def quantized_components(
     with torch.no_grad():
         codes = quantizer.encode(latent.detach()).cpu()
     return components_from_codes(codes, quantizer, labels.cpu(), num_classes, quantizer.config(), space.to_config())
-
-
-def components_from_codes(
-    codes: torch.Tensor, quantizer: Quantizer, labels: torch.Tensor, num_classes: int, qconfig: dict, space: dict
-) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, str], dict[str, Any]]:
-    """What the ``quantized`` decoder stores for integer ``codes``: the bit-packed codes, the
-    quantizer's state and the packed labels, with their bits, roles and the decoder config."""
-    comps = {"codes": pack_bits(codes, quantizer.bits)}
-    bits = {"codes": quantizer.bits}
-    roles = {"codes": "codes", "labels": "labels"}
-    for k, v in quantizer.state().items():
-        comps[STATE_PREFIX + k] = v
-        roles[STATE_PREFIX + k] = "quantizer"
-    comps["labels"], lbits = pack_labels(labels, num_classes)
-    if lbits <= 8:
-        bits["labels"] = lbits
-    config = {"quantizer": qconfig, "shape": list(codes.shape), "space": space, "label_bits": lbits,
-              "num_samples": int(codes.shape[0])}
-    return comps, bits, roles, config

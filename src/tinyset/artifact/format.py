@@ -198,12 +198,9 @@ def _component(name: str, t: torch.Tensor, declared_bits: Any) -> dict[str, Any]
 
 
 def _tinyset_version() -> str:
-    try:
-        import tinyset
+    from .._version import __version__
 
-        return str(getattr(tinyset, "__version__", "0"))
-    except ImportError:  # pragma: no cover - we are inside tinyset
-        return "0"
+    return __version__
 
 
 def save_artifact(

@@ -72,7 +72,7 @@ class _MSE(nn.Module):
 
 
 def _split_head(model: nn.Module) -> tuple[nn.Module, int]:
-    from ..ssl.encoder import encoder_from_model, head_in_features
+    from ..models.encoder import encoder_from_model, head_in_features
 
     d = head_in_features(model)
     return encoder_from_model(model), d

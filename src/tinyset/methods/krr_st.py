@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from ..data.base import Dataset
 from ..errors import TinysetError
 from ..models import get_model
-from ..ssl.encoder import _head_owner
-from ..ssl.rotations import all_views
+from ..models.encoder import _head_owner
+from ..data.views import all_views
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import derive_seed
 from .base import Method, register_method
@@ -217,14 +217,14 @@ def choose_real(ds: Dataset, m: int, g: torch.Generator) -> torch.Tensor:
 class SelfSupervisedMethod(Method):
     """A method that distils the whole unlabelled set at once against a self-supervised teacher and
     returns stored tensors (and optionally a decoder) instead of labelled images per unit. The
-    pipeline hands it to ``tinyset.ssl.pipeline.distill_ssl``."""
+    pipeline hands it to ``tinyset.jobs.distill_ssl.distill_ssl``."""
 
     self_supervised = True
     classes_per_unit = None
 
     def run_unit(self, unit, g):
         raise TinysetError(f"method {self.name} distils the whole unlabelled set at once against a self-supervised "
-                           "teacher; run it with `tinyset distill` (pipeline.distill), not per unit")
+                           "teacher; run it with `tinyset distill` (jobs.distill.distill), not per unit")
 
     def distill_set(self, teacher, g: torch.Generator) -> dict:  # pragma: no cover - abstract
         """-> {"tensors": {...}, "decoder": {"name", "config"} | None, "stats": {...}}"""
@@ -250,7 +250,7 @@ class KRRST(SelfSupervisedMethod):
 
     def distill_set(self, teacher, g):
         ds, cfg, dev = self.ctx.dataset, self.cfg, self.ctx.device
-        from ..ssl.teacher import teacher_features
+        from ..teachers.ssl import teacher_features
 
         feats = teacher_features(teacher, ds.train, f"{ds.info.name}-train", (0,), dev)
         budget = budget_floats(cfg, ds.info.shape)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import TinysetError
-from ..ssl.rotations import QUARTER_TURNS, all_views
+from ..data.views import QUARTER_TURNS, all_views
 from ..param.view_nets import fit_view_net, n_params, view_net_state
 from ..param.bases import BasesParam, downsample, pca_bases, project, random_bases
 from .base import register_method
@@ -93,7 +93,7 @@ class SSDD(SelfSupervisedMethod):
     Config = SSDDConfig
 
     def distill_set(self, teacher, g):
-        from ..ssl.teacher import teacher_features
+        from ..teachers.ssl import teacher_features
 
         ds, cfg, dev = self.ctx.dataset, self.cfg, self.ctx.device
         views = tuple(int(v) % 4 for v in cfg.views)

@@ -95,7 +95,7 @@ def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torc
     """One quantized set from per-unit encodings (concatenated in unit order, then ``order``
     applied, as the pipeline does with the images). Returns save_artifact's (components, bits,
     roles, decoder_config)."""
-    from ..artifact.decoders import components_from_codes
+    from .codes import components_from_codes
 
     first = units[0]
     for u in units[1:]:
@@ -118,7 +118,7 @@ def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torc
 def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_classes: int) -> int:
     """Exact bytes of a set of ``n`` samples: float32 data + int64 labels without a quantizer (as
     the pipeline stores them), else codes + quantizer state + packed labels."""
-    from ..artifact.decoders import label_bits
+    from .codes import label_bits
 
     shape = (n, *sample_shape)
     if qcfg is None or not qcfg.enabled:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, RunConfig, apply_mapping
-from .data.base import Dataset
-from .errors import TinysetError
+from ..config import ConfigError, RunConfig, apply_mapping
+from ..data.base import Dataset
+from ..errors import TinysetError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 
 
 def _check_model_name(spec: str, what: str, problems: list[str]) -> None:
-    from .models.registry import MODELS, parse_model_name
+    from ..models.registry import MODELS, parse_model_name
 
     try:
         name, _ = parse_model_name(spec)
@@ -39,7 +39,7 @@ def _check_model_name(spec: str, what: str, problems: list[str]) -> None:
 
 
 def check_dataset_name(spec: str, problems: list[str]) -> None:
-    from .data.registry import _PREFIXES, DATASETS
+    from ..data.registry import _PREFIXES, DATASETS
 
     prefix, sep, _ = str(spec).partition(":")
     if sep and prefix in _PREFIXES:
@@ -78,7 +78,7 @@ def _fraction(value, key: str, problems: list[str], low_open=True) -> None:
 
 
 def check_method(cfg: RunConfig, problems: list[str]) -> None:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     if cfg.method not in METHODS:
         problems.append(f"unknown method {cfg.method!r}; {METHODS.suggest(cfg.method)}known: {', '.join(METHODS.names())}")
@@ -92,9 +92,9 @@ def check_method(cfg: RunConfig, problems: list[str]) -> None:
 
 
 def check_eval(cfg: RunConfig, problems: list[str]) -> None:
-    from .eval.protocol import LABEL_MODES
-    from .eval.schedules import SCHEDULES
-    from .kd import KD_LOSSES
+    from ..eval.protocol import LABEL_MODES
+    from ..eval.schedules import SCHEDULES
+    from ..kd import KD_LOSSES
 
     e = cfg.eval
     _check_model_name(e.student, "student", problems)
@@ -140,7 +140,7 @@ def check_teacher(cfg: RunConfig, problems: list[str]) -> None:
 
 def needs_teacher(cfg: RunConfig, synthesis: bool = True, evaluation: bool | None = None) -> bool:
     """Whether the run will use a teacher: the method needs one, or soft-label evaluation does."""
-    from .methods import METHODS
+    from ..methods import METHODS
 
     evaluation = cfg.evaluate if evaluation is None else evaluation
     by_method = synthesis and cfg.method in METHODS and METHODS.get(cfg.method).needs_teacher
@@ -171,7 +171,7 @@ def check_against_dataset(cfg: RunConfig, ds: Dataset, *, synthesis: bool = True
                           teacher: bool | None = None, extra_models: dict[str, str] | None = None) -> None:
     """Problems that need the loaded dataset: models that cannot be built for its shape, a selection
     method asked for more images per class than a class has."""
-    from .models import get_model
+    from ..models import get_model
 
     problems: list[str] = []
     teacher = needs_teacher(cfg, synthesis, evaluation) if teacher is None else teacher
@@ -188,7 +188,7 @@ def check_against_dataset(cfg: RunConfig, ds: Dataset, *, synthesis: bool = True
         except Exception as e:  # noqa: BLE001 - e.g. a torchvision model that cannot take this input size
             problems.append(f"{what} model {spec!r} cannot be built for {ds.info.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if synthesis:
-        from .methods import METHODS
+        from ..methods import METHODS
 
         if cfg.method in METHODS and getattr(METHODS.get(cfg.method), "selects_real", False):
             sizes = [(c, len(ds.train.class_indices(c))) for c in range(ds.info.num_classes)]

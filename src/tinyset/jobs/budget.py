@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .errors import TinysetError
-from .quant.inloop import QuantizerConfig, set_cost_bytes
+from ..errors import TinysetError
+from ..quant.inloop import QuantizerConfig, set_cost_bytes
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 DEFAULT_CANDIDATES = (32, 8, 4, 3, 2)

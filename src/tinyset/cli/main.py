@@ -1,4 +1,4 @@
-"""The ``tinyset`` command. Only this module prints; the library logs."""
+"""The ``tinyset`` command: the parser and the run commands. Only ``cli/`` prints; the library logs."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .cli_quant import add_budget_args, apply_budget, check_budget, register_quant_commands
-from .config import ConfigError, RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override, to_dict
-from .errors import TinysetError
+from .._version import __version__
+from .quant import add_budget_args, apply_budget, check_budget, register_quant_commands
+from ..config import ConfigError, RunConfig, apply_mapping, build_config, list_presets, load_yaml, parse_override, to_dict
+from ..errors import TinysetError
 
 log = logging.getLogger("tinyset")
 
@@ -88,13 +88,13 @@ def _print_config(cfg: RunConfig, plan: dict | None = None) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .pipeline import distill
+    from ..jobs.distill import distill
 
     cfg = _run_config(args)
     plan = apply_budget(args, cfg)  # --budget: chooses ipc and bits, says why
     out = Path(args.out or f"runs/{Path(cfg.data.dataset).name.replace(':', '_')}-{cfg.method}-ipc{cfg.ipc}")
     if args.print_config or args.dry_run:
-        from .plan import plan_distill
+        from ..jobs.plan import plan_distill
 
         return _print_config(cfg, plan_distill(cfg, out, measure=args.dry_run))
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def cmd_distill(args) -> int:
     print(f"synthesis: {syn['seconds']:.1f}s, teacher images forward {syn['teacher_forward_images']} / backward {syn['teacher_backward_images']}{extra}")
     print(f"preview: {out / 'preview.png'}")
     if res.report:
-        from .eval.protocol import markdown_table
+        from ..eval.protocol import markdown_table
 
         print()
         print(markdown_table(res.report, res.report.get("title", "")))
@@ -115,11 +115,11 @@ def cmd_distill(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from .data import load_dataset
-    from .teacher import get_teacher, teacher_accuracy
-    from .utils.runlog import resolve_device
+    from ..data import load_dataset
+    from ..teachers.supervised import get_teacher, teacher_accuracy
+    from ..utils.runlog import resolve_device
 
-    from .validate import check_against_dataset, check_config
+    from ..jobs.validate import check_against_dataset, check_config
 
     cfg = _run_config(args)
     if args.model:
@@ -133,7 +133,7 @@ def cmd_teacher(args) -> int:
     check_against_dataset(cfg, ds, synthesis=False, evaluation=False, teacher=True)
     dev = resolve_device(cfg.device)
     if args.ssl:  # self-supervised encoder (issue 15): no labels, no accuracy; features for KRR-ST/SSDD
-        from .ssl import SSLConfig, get_ssl_teacher
+        from ..teachers.ssl import SSLConfig, get_ssl_teacher
 
         st = get_ssl_teacher(ds, SSLConfig.from_teacher_config(cfg.teacher, args.ssl), dev, progress=not args.quiet)
         print(f"{args.ssl} encoder {st.reference.get('model')} on {ds.info.name}: {st.dim}-d features, final loss {st.reference.get('final_loss')}")
@@ -149,7 +149,7 @@ def cmd_teacher(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .pipeline import evaluate_run
+    from ..jobs.distill import evaluate_run
 
     run = Path(args.run)
     base = RunConfig()
@@ -163,11 +163,11 @@ def cmd_eval(args) -> int:
     if args.print_config:
         return _print_config(cfg)
     if args.transfer:  # self-supervised runs: pre-train on the pairs, probe/fine-tune on a target (issue 15)
-        from .ssl.pipeline import transfer_run
+        from ..jobs.distill_ssl import transfer_run
 
         print(transfer_run(run, args.transfer, cfg, [parse_override(o) for o in args.transfer_set], progress=not args.quiet))
         return 0
-    from .eval.protocol import markdown_table
+    from ..eval.protocol import markdown_table
 
     report = evaluate_run(run, cfg, progress=not args.quiet)
     print(markdown_table(report, report.get("title", "")))
@@ -178,7 +178,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .artifact.interop import EXPORTERS
+    from ..artifact.interop import EXPORTERS
 
     out = EXPORTERS.get(args.to)(args.run, args.out, overwrite=args.overwrite)
     print(f"exported {args.run} -> {out} ({args.to})")
@@ -186,7 +186,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .artifact.interop import import_set
+    from ..artifact.interop import import_set
 
     out = import_set(args.source, args.out, dataset=args.dataset, data_root=args.data_root, ipc=args.ipc,
                      overwrite=args.overwrite)
@@ -195,7 +195,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from ..report import write_report
 
     out = write_report(args.runs, args.out, title=args.title)
     print(f"report: {out} (figures as PNG in {out.parent / (out.stem + '_figures')})")
@@ -203,7 +203,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .artifact import load_artifact
+    from ..artifact import load_artifact
 
     art = load_artifact(args.run)
     m = art.manifest
@@ -228,20 +228,20 @@ def _listing(rows) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import describe_datasets
+    from ..data import describe_datasets
 
     return _listing(describe_datasets())
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from ..models import list_models
 
     return _listing(list_models())
 
 
 def cmd_methods(args) -> int:
-    from .methods import METHODS
-    from .config import describe_fields
+    from ..methods import METHODS
+    from ..config import describe_fields
 
     names = [args.name] if getattr(args, "name", None) else METHODS.names()
     if args.name:
@@ -260,13 +260,13 @@ def cmd_methods(args) -> int:
 
 
 def cmd_kd_losses(args) -> int:
-    from .kd import KD_LOSSES
+    from ..kd import KD_LOSSES
 
     return _listing([(n, KD_LOSSES.describe(n)) for n in KD_LOSSES.names()])
 
 
 def cmd_kd(args) -> int:
-    from .kd_run import run_kd
+    from ..jobs.kd import run_kd
 
     cfg = _run_config(args)
     if args.print_config:
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_distributed(args) -> None:
     """Under torchrun: join the process group; only rank 0 prints, logs info and shows progress."""
-    from . import distributed as dist
+    from .. import distributed as dist
 
     info = dist.init_distributed(getattr(args, "device", None) or "auto")
     if info.rank != 0:
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished units are kept and the next run resumes from them", file=sys.stderr)
         return 130
     finally:
-        from . import distributed as dist
+        from .. import distributed as dist
 
         dist.cleanup()
 

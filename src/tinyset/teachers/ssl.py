@@ -25,9 +25,9 @@ from ..utils.cache import cache_root
 from ..utils.files import atomic_path
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
-from .encoder import encoder_from_model, feature_dim
+from ..models.encoder import encoder_from_model, feature_dim
 from .registry import SSL_METHODS
-from .rotations import rotate
+from ..data.views import rotate
 
 log = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed as dist
-from .config import TeacherConfig
-from .data.base import Dataset, DatasetInfo
-from .errors import TinysetError
-from .eval.trainer import TrainSpec, accuracy, train
-from .kd import build_kd_loss
-from .models import get_model, load_model, save_model, sha256_file
-from .models.pretrained import pretrained_teacher
-from .utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teacher.cache_root)
-from .utils.files import atomic_write_text, no_litter
-from .utils.runlog import JsonlLog
+from .. import distributed as dist
+from ..config import TeacherConfig
+from ..data.base import Dataset, DatasetInfo
+from ..errors import TinysetError
+from ..eval.trainer import TrainSpec, accuracy, train
+from ..kd import build_kd_loss
+from ..models import get_model, load_model, save_model, sha256_file
+from ..models.pretrained import pretrained_teacher
+from ..utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teachers.supervised.cache_root)
+from ..utils.files import atomic_write_text, no_litter
+from ..utils.runlog import JsonlLog
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig
-from .data import load_dataset
-from .methods import METHODS, MethodContext
+from ..config import RunConfig
+from ..data import load_dataset
+from ..methods import METHODS, MethodContext
 from .validate import check_against_dataset, check_config, needs_teacher
 
 
 def _step_seconds(spec: str, ds, batch: int, device, steps: int = 3) -> float:
     """Median-free rough cost of one forward+backward step on a real batch (after one warm-up)."""
-    from .models import get_model
+    from ..models import get_model
 
     model = get_model(spec, ds.info).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -34,8 +34,8 @@ def _step_seconds(spec: str, ds, batch: int, device, steps: int = 3) -> float:
 
 
 def plan_distill(cfg: RunConfig, out: Path, measure: bool = False) -> dict:
-    from .teacher import cache_root, teacher_key
-    from .utils.runlog import resolve_device
+    from ..teachers.supervised import cache_root, teacher_key
+    from ..utils.runlog import resolve_device
 
     check_config(cfg)
     ds = load_dataset(cfg.data.dataset, cfg.data)
@@ -43,7 +43,7 @@ def plan_distill(cfg: RunConfig, out: Path, measure: bool = False) -> dict:
     cls = METHODS.get(cfg.method)
     method = cls.__new__(cls)  # planning needs the config and the dataset, not a teacher
     method.cfg = cls.Config()
-    from .config import apply_mapping
+    from ..config import apply_mapping
 
     apply_mapping(method.cfg, dict(cfg.method_args))
     method.ctx = MethodContext(dataset=ds, teacher=None, device=torch.device("cpu"))

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import torch
 
-from .artifact import load_artifact, save_quantized_set
-from .errors import TinysetError
-from .quant.inloop import LoopQuantizer, QuantizerConfig, merge_encoded
+from ..artifact import load_artifact, save_quantized_set
+from ..errors import TinysetError
+from ..quant.inloop import LoopQuantizer, QuantizerConfig, merge_encoded
 
 log = logging.getLogger(__name__)
 

@@ -11,36 +11,29 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifact import load_artifact, save_artifact, save_quantized_set
-from .quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
-from .config import RunConfig, save_yaml, to_dict
-from .data import load_dataset
-from .data.base import Dataset
-from .errors import TinysetError
-from .eval.protocol import evaluate_set, markdown_table
-from .methods import METHODS, MethodContext, build_method
-from .teacher import Teacher, get_extra_teachers, get_teacher
-from . import distributed as dist
-from .utils.files import atomic_path, atomic_write_text, no_litter
-from .utils.progress import progress_bar
-from .utils.runlog import JsonlLog, resolve_device, versions
-from .utils.seeding import derive_seed, generator
+from ..artifact import load_artifact, save_artifact, save_quantized_set
+from ..quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
+from ..config import RunConfig, save_yaml, to_dict
+from ..data import load_dataset
+from ..data.base import Dataset
+from ..errors import TinysetError
+from ..eval.protocol import evaluate_set, markdown_table
+from ..methods import METHODS, MethodContext, build_method
+from ..teachers.supervised import Teacher, get_extra_teachers, get_teacher
+from .. import distributed as dist
+from ..utils.files import atomic_path, atomic_write_text, no_litter
+from ..utils.progress import progress_bar
+from ..utils.runlog import JsonlLog, resolve_device, versions
+from ..utils.seeding import derive_seed, generator
+from .result import DistillResult
 from .validate import check_against_dataset, check_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistillResult:
-    path: Path
-    manifest: dict
-    report: dict | None
 
 
 def needs_teacher(cfg: RunConfig) -> bool:
@@ -166,7 +159,7 @@ def distill(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: 
     # Every name, type and range is checked before anything is trained or written.
     check_config(cfg)
     if getattr(METHODS.get(cfg.method), "self_supervised", False):
-        from .ssl.pipeline import distill_ssl  # whole-set, label-free methods (krr_st, ssdd)
+        from .distill_ssl import distill_ssl  # whole-set, label-free methods (krr_st, ssdd)
 
         return distill_ssl(cfg, out, overwrite, progress)
     ds = load_dataset(cfg.data.dataset, cfg.data)

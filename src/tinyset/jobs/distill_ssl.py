@@ -1,7 +1,7 @@
 """Self-supervised distillation end to end: SSL teacher -> whole-set method (krr_st, ssdd,
 ssl_random) -> artifact of stored components (+ decoder) -> pre-training pairs for transfer.
 
-Runs in place of the unit loop of ``pipeline.distill`` for methods with ``self_supervised = True``;
+Runs in place of the unit loop of ``jobs.distill.distill`` for methods with ``self_supervised = True``;
 the same run layout (config.yaml, log.jsonl, artifact written atomically)."""
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from ..errors import TinysetError
 from ..methods import MethodContext, build_method
 from ..utils.runlog import JsonlLog, resolve_device, versions
 from ..utils.seeding import derive_seed, generator
-from .teacher import SSLConfig, get_ssl_teacher
+from ..teachers.ssl import SSLConfig, get_ssl_teacher
+from .result import DistillResult
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ def ssl_config(cfg: RunConfig) -> SSLConfig:
 def distill_ssl(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True, ds=None,
                 ssl_override: SSLConfig | None = None):
     """``ds`` (optional) is the already loaded source, e.g. a subset for a smoke run."""
-    from ..pipeline import DistillResult
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise TinysetError(f"output {out} already exists; pass --overwrite or choose another --out")
@@ -111,7 +110,7 @@ def transfer_run(run: str | Path, target: str, cfg: RunConfig, overrides: list[d
     if baselines:
         rows["no_pretrain"] = evaluate_transfer(None, None, src.info, tds, tcfg, device, cfg.seed, progress)
         teacher = get_ssl_teacher(src, SSLConfig(checkpoint=manifest["teacher"]["path"], cache_dir=cfg.teacher.cache_dir), device)
-        from .teacher import teacher_features
+        from ..teachers.ssl import teacher_features
 
         feats = teacher_features(teacher, src.train, f"{src.info.name}-train", (0,), device)
         m = krr_st_size(manifest["stored_floats"], src.info.shape, teacher.dim)

@@ -1,6 +1,6 @@
 """CLI for bytes: ``tinyset compress``, ``tinyset budget`` and ``tinyset distill --budget``.
 
-Kept out of cli.py so that module only registers these commands (it calls
+Kept beside ``cli/main.py`` so that module only registers these commands (it calls
 ``register_quant_commands`` and ``apply_budget``)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import TinysetError
+from ..errors import TinysetError
 
 
 def _candidates(text: str) -> tuple[int, ...]:
@@ -28,9 +28,9 @@ def apply_budget(args, cfg):
     print the plan and why. Returns the plan (or None without --budget)."""
     if not getattr(args, "budget", None):
         return None
-    from .budget import parse_budget, plan_budget
-    from .data import load_dataset
-    from .methods import METHODS
+    from ..jobs.budget import parse_budget, plan_budget
+    from ..data import load_dataset
+    from ..methods import METHODS
 
     ds = load_dataset(cfg.data.dataset, cfg.data)
     info = ds.info
@@ -56,7 +56,7 @@ def apply_budget(args, cfg):
 def check_budget(plan, out: Path) -> None:
     if plan is None:
         return
-    from .artifact import load_artifact
+    from ..artifact import load_artifact
 
     got = load_artifact(out, verify=False).total_bytes
     if got > plan.budget:
@@ -65,9 +65,9 @@ def check_budget(plan, out: Path) -> None:
 
 
 def cmd_compress(args) -> int:
-    from .artifact import load_artifact
-    from .budget import parse_budget, plan_budget
-    from .compress import CompressConfig, compress_artifact, num_classes_of
+    from ..artifact import load_artifact
+    from ..jobs.budget import parse_budget, plan_budget
+    from ..jobs.compress import CompressConfig, compress_artifact, num_classes_of
 
     cfg = CompressConfig(quantizer=args.quantizer, bits=args.bits, granularity=args.granularity,
                          calibrate_steps=args.calibrate_steps, space=args.space)
@@ -77,7 +77,7 @@ def cmd_compress(args) -> int:
         k = num_classes_of(art)
         budget = parse_budget(args.budget, tuple(x.shape[1:]), k, cfg.quantizer, cfg.granularity)
         ipc = len(x) // k
-        from .quant import QUANTIZERS
+        from ..quant import QUANTIZERS
 
         top = QUANTIZERS.get(cfg.quantizer).max_bits
         cands = [b for b in _candidates(args.budget_bits) if b != 32 and b <= top]
@@ -97,9 +97,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_budget(args) -> int:
-    from .budget import parse_budget, plan_budget
-    from .data import load_dataset
-    from .config import DataConfig
+    from ..jobs.budget import parse_budget, plan_budget
+    from ..data import load_dataset
+    from ..config import DataConfig
 
     ds = load_dataset(args.dataset, DataConfig(dataset=args.dataset, data_root=args.data_root))
     info = ds.info

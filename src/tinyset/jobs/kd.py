@@ -12,16 +12,16 @@ from pathlib import Path
 
 import torch
 
-from . import distributed as dist
-from .config import ConfigError, RunConfig, save_yaml, to_dict
-from .errors import TinysetError
-from .data import load_dataset
-from .eval.trainer import train
-from .kd import build_kd_loss
-from .models import get_model, save_model
-from .teacher import get_teacher, teacher_spec
-from .utils.files import atomic_write_text, no_litter
-from .utils.runlog import JsonlLog, resolve_device, versions
+from .. import distributed as dist
+from ..config import ConfigError, RunConfig, save_yaml, to_dict
+from ..errors import TinysetError
+from ..data import load_dataset
+from ..eval.trainer import train
+from ..kd import build_kd_loss
+from ..models import get_model, save_model
+from ..teachers.supervised import get_teacher, teacher_spec
+from ..utils.files import atomic_write_text, no_litter
+from ..utils.runlog import JsonlLog, resolve_device, versions
 from .validate import check_against_dataset, check_config
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def run_kd(cfg: RunConfig, student: str, loss: str, out: Path | None = None, epo
            he_da: float | None = None, progress: bool = True, seed: int | None = None, overwrite: bool = False) -> dict:
     """Train ``student`` from the teacher on the full training set. A folder holding a different kd
     run (other loss, epochs, student, teacher, ...) is refused, never resumed; ``overwrite`` clears it."""
-    from .kd import KD_LOSSES
+    from ..kd import KD_LOSSES
 
     out = Path(out) if out is not None else default_out(cfg, student, loss, epochs)
     problems: list[str] = []
