@@ -107,3 +107,37 @@ def test_tensorboard_mirror_of_the_run_log(tmp_path, monkeypatch):
     assert [e.value for e in acc.Scalars("e2d c0_s0-1/ce")] == pytest.approx([1.0, 0.5, 1 / 3])
     assert [e.step for e in acc.Scalars("e2d c0_s0-1/ce")] == [0, 1, 2]
     assert len(tmp_path.joinpath("log.jsonl").read_text().splitlines()) == 3
+
+
+def test_import_records_its_teacher_and_eval_refuses_an_implicit_retrain(artifact, tmp_path, digits_teacher, capsys):
+    """An imported set finds the teacher that made it; without one, eval says what it would train and stops."""
+    import yaml
+
+    folder = export_imagefolder(artifact, tmp_path / "png")
+    ckpt = digits_teacher.reference["path"]
+    run = import_set(folder, tmp_path / "with_ckpt", dataset="digits", teacher=ckpt)
+    assert yaml.safe_load((run / "config.yaml").read_text())["teacher"]["checkpoint"] == ckpt
+    assert load_artifact(run).manifest["teacher"]["sha256"] == digits_teacher.reference["sha256"]
+    # a run directory as --teacher: its teacher config and the very checkpoint its manifest names
+    src = tmp_path / "src_run"
+    src.mkdir()
+    (src / "config.yaml").write_text(yaml.safe_dump({"teacher": {"model": "convnet:depth=3,width=32", "epochs": 8}}))
+    (src / "manifest.json").write_text(json.dumps({"teacher": digits_teacher.reference}))
+    run2 = import_set(folder, tmp_path / "from_run", dataset="digits", teacher=src)
+    t = yaml.safe_load((run2 / "config.yaml").read_text())["teacher"]
+    assert t["checkpoint"] == ckpt and t["model"] == "convnet:depth=3,width=32" and t["epochs"] == 8
+    with pytest.raises(TinysetError, match="not a checkpoint file or a tinyset run directory"):
+        import_set(folder, tmp_path / "bad_teacher", dataset="digits", teacher=tmp_path / "png")
+    # no teacher recorded and none cached: eval refuses to train one unless asked, before any training
+    bare = tmp_path / "bare"
+    assert cli.main(["import", str(folder), str(bare), "--dataset", "digits"]) == 0
+    assert "teacher: none recorded" in capsys.readouterr().out
+    code = cli.main(["eval", str(bare), "--seeds", "1", "--epochs", "1", "--quiet",
+                     "--set", f"teacher.cache_dir={tmp_path / 'empty_cache'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not cached" in err and "--train-teacher" in err
+    assert not (bare / "eval.json").exists() and not (tmp_path / "empty_cache" / "teachers").exists()
+    # the recorded checkpoint is used as is
+    assert cli.main(["eval", str(run), "--seeds", "1", "--epochs", "1", "--student", "convnet:depth=2,width=8",
+                     "--quiet", "--set", "eval.random_baseline=false"]) == 0
+    assert json.loads((run / "eval.json").read_text())["teacher"]["sha256"] == digits_teacher.reference["sha256"]

@@ -166,3 +166,29 @@ def test_cpu_bf16_detection_reads_the_flags():
     assert cpu_has_native_bf16(frozenset({"avx2", "avx512_bf16"}))
     assert cpu_has_native_bf16(frozenset({"amx_bf16"}))
     assert not cpu_has_native_bf16(frozenset({"avx2", "avx512f"}))
+
+
+def test_bad_protocol_values_are_one_line_errors_each():
+    from tinyset.config import ConfigError
+    from tinyset.jobs.validate import check_config
+
+    cfg = build_config(RunConfig, None, ["eval.cutmix=0.8", "eval.mixup=0.5", "eval.augment=zoom", "eval.mixup_alpha=0"])
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, synthesis=False, evaluation=True)
+    text = "\n".join(e.value.problems)
+    assert "eval.cutmix + eval.mixup is at most 1" in text and "unknown eval.augment 'zoom'" in text
+    assert "eval.mixup_alpha must be positive" in text
+
+
+def test_cli_protocols_and_eval_protocol_flag(capsys):
+    from tinyset import cli
+    from tinyset.cli.main import _run_config, build_parser
+
+    assert cli.main(["protocols", "-v"]) == 0
+    out = capsys.readouterr().out
+    for name in EVAL_PROTOCOLS:
+        assert out.count(f"{name}: ") == 1
+    assert "temperature=30.0" in out and "mixup=1.0" in out
+    args = build_parser().parse_args(["eval", "runs/x", "--protocol", "sre2l", "--epochs", "5"])
+    cfg = _run_config(args, RunConfig())
+    assert cfg.eval.protocol == "sre2l" and cfg.eval.mixup == 1.0 and cfg.eval.epochs == 5  # the flag beats the protocol

@@ -241,9 +241,35 @@ def _check_images(t: dict[str, torch.Tensor], info, source: Path) -> dict[str, t
     return t
 
 
+def _imported_teacher(cfg, teacher: str | os.PathLike) -> dict:
+    """Point ``cfg.teacher`` at the given checkpoint or run's teacher; returns its reference."""
+    import yaml
+
+    from ..config import apply_mapping
+    from ..models import sha256_file
+
+    path = Path(teacher)
+    if path.is_file():
+        cfg.teacher.checkpoint = str(path.resolve())
+        return {"source": "checkpoint", "path": cfg.teacher.checkpoint, "sha256": sha256_file(path)}
+    if not (path / "config.yaml").exists():
+        raise TinysetError(f"--teacher {teacher}: not a checkpoint file or a tinyset run directory (no config.yaml)")
+    apply_mapping(cfg.teacher, (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("teacher", {}))
+    ref = {}
+    if (path / "manifest.json").exists():
+        ref = json.loads((path / "manifest.json").read_text()).get("teacher") or {}
+    if ref.get("path") and Path(ref["path"]).is_file() and not cfg.teacher.pretrained:
+        cfg.teacher.checkpoint = ref["path"]  # the very weights that made the set, wherever the cache is
+    return {**ref, "from_run": str(path.resolve())}
+
+
 def import_set(source: str | os.PathLike, out: str | os.PathLike, dataset: str, data_root: str | None = None,
-               ipc: int | None = None, overwrite: bool = False) -> Path:
-    """Turn another tool's distilled images into a run directory that ``tinyset eval`` scores."""
+               ipc: int | None = None, overwrite: bool = False, teacher: str | os.PathLike | None = None) -> Path:
+    """Turn another tool's distilled images into a run directory that ``tinyset eval`` scores.
+
+    ``teacher`` is the teacher that made the set: a checkpoint file, or a tinyset run directory whose
+    teacher (its config and, when the file is there, the very checkpoint) is reused. It goes into
+    the run's config, so ``tinyset eval`` uses it instead of training a default teacher."""
     from ..config import RunConfig, save_yaml, to_dict
     from ..data import load_dataset
     from ..utils.runlog import versions
@@ -251,6 +277,7 @@ def import_set(source: str | os.PathLike, out: str | os.PathLike, dataset: str, 
     cfg = RunConfig(method="imported")
     cfg.data.dataset = dataset
     cfg.data.data_root = data_root
+    teacher_ref = _imported_teacher(cfg, teacher) if teacher is not None else None
     info = load_dataset(dataset, cfg.data).info
     tensors, kind = read_source(source, info)
     tensors = _check_images(tensors, info, Path(source))
@@ -262,7 +289,7 @@ def import_set(source: str | os.PathLike, out: str | os.PathLike, dataset: str, 
         "dataset": info.name, "dataset_info": info.to_dict(), "normalization": {"mean": list(info.mean), "std": list(info.std)},
         "image_shape": list(info.shape), "ipc": ipc or int(counts.max()), "method": "imported",
         "method_config": {"source": str(Path(source).resolve()), "source_kind": kind},
-        "config": to_dict(cfg), "seed": cfg.seed, "teacher": None, "wall_time_seconds": 0.0,
+        "config": to_dict(cfg), "seed": cfg.seed, "teacher": teacher_ref, "wall_time_seconds": 0.0,
         "synthesis": {"seconds": 0.0, "teacher_forward_images": 0, "teacher_backward_images": 0, "units": []},
         "versions": versions(),
     }

@@ -56,6 +56,8 @@ def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunC
         "eval.seeds": getattr(args, "seeds", None), "eval.student": getattr(args, "student", None),
         "eval.epochs": getattr(args, "epochs", None), "eval.loss": getattr(args, "kd", None),
     }
+    if getattr(args, "protocol", None):  # the named protocol first, so the flags above and --set win over it
+        apply_mapping(cfg, {"eval": {"protocol": args.protocol}})
     for key, value in flags.items():
         if value is not None:
             apply_mapping(cfg, parse_override(f"{key}={json.dumps(value)}"))
@@ -169,7 +171,7 @@ def cmd_eval(args) -> int:
         return 0
     from ..eval.protocol import markdown_table
 
-    report = evaluate_run(run, cfg, progress=not args.quiet)
+    report = evaluate_run(run, cfg, progress=not args.quiet, train_teacher=args.train_teacher)
     print(markdown_table(report, report.get("title", "")))
     others = len(json.loads((run / "eval.json").read_text()).get("protocols", {})) - 1
     if others > 0:
@@ -189,8 +191,10 @@ def cmd_import(args) -> int:
     from ..artifact.interop import import_set
 
     out = import_set(args.source, args.out, dataset=args.dataset, data_root=args.data_root, ipc=args.ipc,
-                     overwrite=args.overwrite)
-    print(f"imported {args.source} -> {out}; score it with: tinyset eval {out}")
+                     overwrite=args.overwrite, teacher=args.teacher)
+    teacher = load_yaml(out / "config.yaml").get("teacher", {})
+    which = teacher.get("checkpoint") or "none recorded: `tinyset eval` will ask for --teacher or --train-teacher"
+    print(f"imported {args.source} -> {out} (teacher: {which}); score it with: tinyset eval {out}")
     return 0
 
 
@@ -256,6 +260,16 @@ def cmd_methods(args) -> int:
         width = max((len(f"{o} = {d}") for o, d, _ in rows), default=0)
         for opt, default, doc in rows:
             print(f"  method_args.{f'{opt} = {default}'.ljust(width)}  {doc}")
+    return 0
+
+
+def cmd_protocols(args) -> int:
+    from ..config import EVAL_PROTOCOLS
+
+    for name, (doc, values) in EVAL_PROTOCOLS.items():
+        print(f"{name}: {doc}")
+        if args.verbose:
+            print("  " + ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in values.items()))
     return 0
 
 
@@ -325,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA: re-mix this top-energy fraction (0.5 when given without a value)")
     e.add_argument("--label-modes", help="comma list of soft,hard")
     e.add_argument("--teacher", help="teacher checkpoint for soft labels (default: the run's teacher)")
+    e.add_argument("--protocol", help="student protocol, see `tinyset protocols` (default: the run's config, else rded)")
+    e.add_argument("--train-teacher", action="store_true",
+                   help="allow training the teacher when it is not cached (refused otherwise: it can take hours on a CPU)")
     e.add_argument("--transfer", metavar="TARGET", help="self-supervised runs: transfer to this dataset (linear probe + fine-tune)")
     e.add_argument("--transfer-set", action="append", default=[], metavar="KEY=VALUE", help="TransferConfig override, e.g. finetune_epochs=5")
     _common_run_args(e)
@@ -352,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--data-root", help="folder with named .npz files (default $TINYSET_DATA)")
     im.add_argument("--ipc", type=int, help="images per class to record (default: the largest class count)")
     im.add_argument("--overwrite", action="store_true")
+    im.add_argument("--teacher", help="the teacher that made the set: a checkpoint (.pt/.safetensors) or a tinyset run "
+                                      "directory whose teacher to reuse; recorded for `tinyset eval`")
     im.set_defaults(func=cmd_import)
 
     r = sub.add_parser("report", help="one self-contained HTML page (and PNG figures) for one or more runs")
@@ -379,11 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, helptext in (
         ("datasets", cmd_datasets, "list datasets"), ("models", cmd_models, "list models"),
         ("methods", cmd_methods, "list distillation methods (-v: with their options)"), ("kd-losses", cmd_kd_losses, "list KD losses"),
+        ("protocols", cmd_protocols, "list student evaluation protocols (-v: with their values)"),
     ):
-        s = _sub(sub, name, helptext, f"tinyset {name}" + (" -v" if name == "methods" else ""))
+        s = _sub(sub, name, helptext, f"tinyset {name}" + (" -v" if name in ("methods", "protocols") else ""))
         if name == "methods":
             s.add_argument("name", nargs="?", help="one method: show its options")
-            s.add_argument("-v", "--verbose", action="store_true", help="list each method's options with defaults and docs")
+        if name in ("methods", "protocols"):
+            s.add_argument("-v", "--verbose", action="store_true", help="list each entry's options/values")
         s.add_argument("--quiet", action="store_true", help="no info logs")
         s.set_defaults(func=fn)
     return p

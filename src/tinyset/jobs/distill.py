@@ -18,13 +18,13 @@ from safetensors.torch import load_file, save_file
 
 from ..artifact import load_artifact, save_artifact, save_quantized_set
 from ..quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
-from ..config import RunConfig, save_yaml, to_dict
+from ..config import RunConfig, describe_protocol, save_yaml, to_dict
 from ..data import load_dataset
 from ..data.base import Dataset
 from ..errors import TinysetError
 from ..eval.protocol import evaluate_set, markdown_table
 from ..methods import METHODS, MethodContext, build_method
-from ..teachers.supervised import Teacher, get_extra_teachers, get_teacher
+from ..teachers.supervised import Teacher, get_extra_teachers, get_teacher, teacher_source
 from .. import distributed as dist
 from ..utils.files import atomic_path, atomic_write_text, no_litter
 from ..utils.progress import progress_bar
@@ -249,17 +249,23 @@ def protocol_title(cfg: RunConfig) -> str:
     e = cfg.eval
     labels = "/".join(e.label_modes)
     loss = f"{e.loss} T={e.temperature:g}" if "soft" in e.label_modes else "ce"
-    return (f"student {e.student}, {e.epochs} epochs, {e.optimizer} lr {e.lr:g} {e.schedule}, labels {labels}, "
-            f"loss {loss}, crop [{e.crop_scale[0]:g}, {e.crop_scale[1]:g}], cutmix {e.cutmix:g}, "
+    view = {"rrc": f"crop [{e.crop_scale[0]:g}, {e.crop_scale[1]:g}]", "shift": f"pad-{e.shift_pad} crop"}.get(e.augment, e.augment)
+    mix = ", ".join(f"{k} {v:g}" for k, v in (("cutmix", e.cutmix), ("mixup", e.mixup)) if v) or "no mixing"
+    return (f"protocol {describe_protocol(e)}: student {e.student}, {e.epochs} epochs, {e.optimizer} lr {e.lr:g} "
+            f"{e.schedule}, labels {labels}, loss {loss}, {view}, {mix}, "
             f"EMA {e.ema if e.ema is not None else 'off'}, HE-DA {e.he_da if e.he_da is not None else 'off'}, {e.seeds} seed(s)")
 
 
-def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, teacher: Teacher | None = None, progress: bool = True) -> dict:
+def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, teacher: Teacher | None = None,
+                 progress: bool = True, train_teacher: bool = True) -> dict:
     """Evaluate an artifact directory and record the result beside it.
 
     ``eval.json`` keeps one result per protocol under ``protocols`` (keyed by ``protocol_key``), so
     evaluating again with other settings adds a result instead of overwriting; its top level is the
-    latest result. ``eval.md`` holds one table per protocol, each titled with its protocol."""
+    latest result. ``eval.md`` holds one table per protocol, each titled with its protocol.
+
+    The teacher it will use, and how it gets it, is logged before anything runs; with
+    ``train_teacher=False`` a teacher that would have to be trained (or resumed) is refused."""
     check_config(cfg, synthesis=False, evaluation=True)
     art = load_artifact(path)
     if ds is None:
@@ -269,6 +275,12 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
         raise TinysetError(f"artifact {path} was distilled from {art.manifest.get('dataset')}, not {ds.info.name}")
     device = resolve_device(cfg.device)
     if teacher is None and "soft" in cfg.eval.label_modes:
+        kind, line = teacher_source(ds, cfg.teacher)
+        log.info("evaluation teacher: %s", line)
+        if kind in ("train", "resume") and not train_teacher:
+            raise TinysetError(f"the soft labels need a teacher that is {line.split(':')[0]}: {cfg.teacher.model} on "
+                               f"{ds.info.name}, {cfg.teacher.epochs} epochs (minutes to hours on a CPU); pass --teacher "
+                               "CHECKPOINT (or import with --teacher), or --train-teacher to train it")
         teacher = get_teacher(ds, cfg.teacher, device, progress)
     runlog = JsonlLog(Path(path) / "log.jsonl")
     t0 = time.perf_counter()
@@ -286,7 +298,8 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     title = f"{art.manifest.get('method')} on {ds.info.name}, IPC {art.manifest.get('ipc')}: {protocol_title(cfg)}"
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
                    "dataset": ds.info.name, "teacher": teacher.reference if teacher else None,
-                   "seconds": time.perf_counter() - t0, "versions": versions(), "protocol": key, "title": title})
+                   "seconds": time.perf_counter() - t0, "versions": versions(), "protocol_key": key, "title": title,
+                   "class_names": list(ds.info.class_names)})
     if dist.is_main_process():  # evaluate_set gathered every rank's students; one rank writes
         previous = _read_eval(Path(path) / "eval.json")
         protocols = {**previous.get("protocols", {}), key: {k: v for k, v in report.items() if k != "protocols"}}

@@ -93,7 +93,9 @@ def check_method(cfg: RunConfig, problems: list[str]) -> None:
 
 def check_eval(cfg: RunConfig, problems: list[str]) -> None:
     from ..eval.protocol import LABEL_MODES
+    from ..config import EVAL_PROTOCOLS
     from ..eval.schedules import SCHEDULES
+    from ..eval.trainer import AUGMENTS
     from ..kd import KD_LOSSES
 
     e = cfg.eval
@@ -116,8 +118,22 @@ def check_eval(cfg: RunConfig, problems: list[str]) -> None:
     if e.ema is not None and not 0 < e.ema < 1:
         problems.append(f"eval.ema must be in (0, 1) or null, got {e.ema}")
     _fraction(e.he_da, "eval.he_da", problems)
-    if not 0 <= e.cutmix <= 1:
-        problems.append(f"eval.cutmix is a probability in [0, 1], got {e.cutmix}")
+    for key in ("cutmix", "mixup"):
+        if not 0 <= getattr(e, key) <= 1:
+            problems.append(f"eval.{key} is a probability in [0, 1], got {getattr(e, key)}")
+    if e.cutmix + e.mixup > 1 + 1e-9:
+        problems.append(f"eval.cutmix + eval.mixup is at most 1 (one draw picks one mixer per batch), got {e.cutmix + e.mixup:g}")
+    for key in ("cutmix_alpha", "mixup_alpha"):
+        if getattr(e, key) <= 0:
+            problems.append(f"eval.{key} must be positive, got {getattr(e, key)}")
+    if e.augment not in AUGMENTS:
+        problems.append(f"unknown eval.augment {e.augment!r}; choose from {', '.join(AUGMENTS)}")
+    if e.shift_pad < 0:
+        problems.append(f"eval.shift_pad must be >= 0, got {e.shift_pad}")
+    if e.ce_weight < 0:
+        problems.append(f"eval.ce_weight must be >= 0, got {e.ce_weight}")
+    if e.protocol not in EVAL_PROTOCOLS:
+        problems.append(f"unknown eval.protocol {e.protocol!r}; choose from {', '.join(EVAL_PROTOCOLS)}")
     if e.lr <= 0:
         problems.append(f"eval.lr must be positive, got {e.lr}")
 

@@ -97,6 +97,23 @@ def get_teacher(
     return Teacher(_freeze(model.to(device)), ref, d)
 
 
+def teacher_source(ds: Dataset, tcfg: TeacherConfig) -> tuple[str, str]:
+    """Which teacher ``get_teacher`` would return and how it gets it, without loading or training
+    anything: (kind, one line). kind is pretrained | checkpoint | cached | resume | train; only
+    ``train`` and ``resume`` cost training time."""
+    if tcfg.pretrained:
+        return "pretrained", f"pretrained {tcfg.model} ({tcfg.pretrained})"
+    if tcfg.checkpoint:
+        return "checkpoint", f"checkpoint {tcfg.checkpoint}"
+    d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
+    if (d / "teacher.pt").exists():
+        return "cached", f"cached {tcfg.model} ({tcfg.epochs} epochs) at {d / 'teacher.pt'}"
+    what = f"{tcfg.model} on {ds.info.name} for {tcfg.epochs} epochs (cache {d})"
+    if (d / "last.pt").exists():
+        return "resume", f"not finished: resumes training {what}"
+    return "train", f"not cached: trains {what}"
+
+
 def _warn_near_chance(acc: float | None, num_classes: int, name: str) -> None:
     """A teacher at chance level makes every soft label noise: say so loudly."""
     chance = 100.0 / max(num_classes, 1)
