@@ -37,10 +37,11 @@ def test_uniform_asymmetric_ste_hand_values():
     assert torch.allclose(gp["hi"].flatten(), torch.tensor([-0.35 / 3, 0.0, 1.0, -0.3 / 3]), atol=1e-6)
 
 
-def test_uniform_symmetric_ste_hand_values():
+def test_uniform_symmetric_midrise_ste_hand_values():
+    # the midrise grid (no zero level; see test_quant_conventions.py for the default midtread grid)
     # alpha = 1, 2 bits on [-1, 1]: s = 2/3; x = 0.2 -> u = 1.8, R = 2, value 1/3
     x = torch.tensor([[0.2], [1.5], [-3.0]])
-    q = build_quantizer("uniform", 2, "image", signed=True).init_from(x)
+    q = build_quantizer("uniform", 2, "image", signed=True, grid="midrise").init_from(x)
     q.load_state({"alpha": torch.ones(3, 1)}, x.shape)
     out, gx, gp = _grads(q, x)
     assert torch.allclose(out.flatten(), torch.tensor([1 / 3, 1.0, -1.0]))
@@ -67,12 +68,12 @@ def test_apot_level_sets():
     assert len(units5) == 32 and torch.allclose(apot_levels(5, False), torch.tensor(units5, dtype=torch.float32) / 100.0)
     assert apot_levels(2, True).tolist() == [-1.0, 0.0, 1.0]  # ternary
     assert apot_levels(3, True).tolist() == [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0]
-    for b in (2, 3, 4, 5):
+    for b in (2, 3, 4, 5, 6):
         s = apot_levels(b, True)
         assert len(s) == 2**b - 1 and torch.equal(s, -s.flip(0))
         assert torch.equal(s[s >= 0], apot_levels(b - 1, False))
-    with pytest.raises(TinysetError, match="from 1 to 5"):
-        build_quantizer("apot", 6)
+    with pytest.raises(TinysetError, match="from 1 to 6"):
+        build_quantizer("apot", 7)
 
 
 def test_ste_and_rcf_are_gradients_of_stated_surrogates_float64():
@@ -137,20 +138,22 @@ def test_exact_gradients_gradcheck_float64():
 def test_decode_encode_is_forward_bit_for_bit(name, gran):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(5, 3, 6, 6, generator=g)
-    widths = range(1, 6) if name == "apot" else range(1, 9)
-    for bits in widths:
-        for signed in (False, True):
-            q = build_quantizer(name, bits, gran, signed=signed).init_from(x)
-            with torch.no_grad():
-                for p in q.parameters():
-                    p.mul_(0.9)
-            fwd = q(x.clone().requires_grad_(True)).detach()
-            codes = q.encode(x)
-            assert codes.min() >= 0 and codes.max() < 2**bits
-            unpacked = unpack_bits(pack_bits(codes, bits), bits, codes.numel()).long().reshape(codes.shape)
-            assert torch.equal(q.decode(unpacked), fwd), (name, gran, bits, signed)
-            state = sum(t.numel() for t in q.state().values())
-            assert q.cost_bytes(x.shape) == packed_nbytes(x.numel(), bits) + 4 * state
+    widths = range(1, 7) if name == "apot" else range(1, 9)
+    options = [{}, {"ste": "calibrated"}] + ([{"grid": "midrise"}, {"ties": "even"}] if name == "uniform" else [])
+    for bits, signed, opts in itertools.product(widths, (False, True), options):
+        if "grid" in opts and not signed:
+            continue
+        q = build_quantizer(name, bits, gran, signed=signed, **opts).init_from(x)
+        with torch.no_grad():
+            for p in q.parameters():
+                p.mul_(0.9)
+        fwd = q(x.clone().requires_grad_(True)).detach()
+        codes = q.encode(x)
+        assert codes.min() >= 0 and codes.max() < 2**bits
+        unpacked = unpack_bits(pack_bits(codes, bits), bits, codes.numel()).long().reshape(codes.shape)
+        assert torch.equal(q.decode(unpacked), fwd), (name, gran, bits, signed, opts)
+        state = sum(t.numel() for t in q.state().values())
+        assert q.cost_bytes(x.shape) == packed_nbytes(x.numel(), bits) + 4 * state
 
 
 def test_learnable_clip_reduces_error():

@@ -8,7 +8,16 @@ integer codes plus that state. The forward value is *computed the same way* ``de
 gradients come from a surrogate added as ``s - s.detach()``, which is exactly zero in value.
 
 Granularity: ``tensor`` (one set of parameters for the whole set), ``channel`` (one per channel,
-dim 1) or ``image`` (one per sample, dim 0)."""
+dim 1) or ``image`` (one per sample, dim 0).
+
+Straight-through gradient to the data (``ste``, every quantizer): ``clipped`` (default) passes the
+upstream gradient inside the clip range and 0 outside it; ``calibrated`` passes it everywhere, also
+outside the clip, as the APoT reference's "calibrated gradients" do for weights. The gradients to
+the quantizer's own parameters are the same under both.
+
+Conventions a quantizer's config records (grid, ties, ste) default, when a stored config lacks
+them, to what tinyset did before the key existed (``legacy_config``), so an artifact written then
+decodes, and re-encodes, exactly as it did."""
 from __future__ import annotations
 
 import math
@@ -23,6 +32,7 @@ from .bitpack import packed_nbytes
 
 QUANTIZERS: Registry[type["Quantizer"]] = Registry("quantizer")
 GRANULARITIES = ("tensor", "channel", "image")
+STE_MODES = ("clipped", "calibrated")
 STATE_BYTES_PER_VALUE = 4  # quantizer state is stored as float32
 
 
@@ -70,6 +80,24 @@ def check_bits(bits: Any, lo: int = 1, hi: int = 8, what: str = "quantizer") -> 
     return bits
 
 
+def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise TinysetError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def round_ties(v: torch.Tensor, up: torch.Tensor, ties: str) -> torch.Tensor:
+    """Round ``v`` to integers. ``ties="even"``: ``torch.round`` (half to even). ``ties="away"``: an
+    exact half goes up where ``up`` is true and down elsewhere; with ``up = x >= 0`` that breaks
+    ties on |x|, away from zero (a symmetric grid gives ``q(-x) = -q(x)``). Ties are detected
+    exactly (``v - floor(v) == 0.5``), not with ``floor(v + 0.5)``, which misrounds just below a half."""
+    r = torch.round(v)
+    if ties == "even":
+        return r
+    fl = torch.floor(v)
+    return torch.where((v - fl) == 0.5, torch.where(up, fl + 1, fl), r)
+
+
 class Quantizer(nn.Module):
     """Base class. Subclasses set ``params_per_group`` and implement ``_init_params``, ``encode``,
     ``decode`` and ``_surrogate`` (the expression whose autograd gradient is the training gradient)."""
@@ -77,19 +105,27 @@ class Quantizer(nn.Module):
     name: ClassVar[str] = ""
     max_bits: ClassVar[int] = 8
 
-    def __init__(self, bits: int, granularity: str = "tensor", signed: bool = False):
+    def __init__(self, bits: int, granularity: str = "tensor", signed: bool = False, ste: str = "clipped"):
         super().__init__()
         self.bits = check_bits(bits, 1, self.max_bits, self.name or "quantizer")
         if granularity not in GRANULARITIES:
             raise TinysetError(f"unknown granularity {granularity!r}; choose {', '.join(GRANULARITIES)}")
         self.granularity = granularity
         self.signed = bool(signed)
+        self.ste = check_choice(ste, STE_MODES, f"{self.name or 'quantizer'} ste")
         self.data_shape: tuple[int, ...] | None = None
 
     # -- configuration and state ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """Everything needed (with ``state()``) to rebuild the quantizer: JSON-serialisable."""
-        return {"name": self.name, "bits": self.bits, "granularity": self.granularity, "signed": self.signed}
+        return {"name": self.name, "bits": self.bits, "granularity": self.granularity, "signed": self.signed,
+                "ste": self.ste}
+
+    @classmethod
+    def legacy_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the keys it lacks set to what tinyset did before they were recorded (a
+        config stored by an older tinyset then rebuilds the quantizer it was written with)."""
+        return {"ste": "clipped", **config}
 
     def state_names(self) -> list[str]:
         return [n for n, _ in self.named_parameters()]
@@ -152,6 +188,10 @@ class Quantizer(nn.Module):
         self._require_init()
         with torch.no_grad():
             q = self.decode(self.encode(x))
+        if self.ste == "calibrated":
+            # the parameters' gradients from the surrogate at a constant x; the data's is 1 everywhere
+            s = self._surrogate(x.detach())
+            return q + (s - s.detach()) + (x - x.detach())
         s = self._surrogate(x)
         # s - s.detach() is exactly 0.0 for finite s, so the value is q bit for bit and the
         # gradient (to x and to the quantizer's parameters) is the surrogate's.
@@ -159,9 +199,12 @@ class Quantizer(nn.Module):
 
 
 def build_quantizer(name: str, bits: int, granularity: str = "tensor", signed: bool | None = None, **kwargs) -> Quantizer:
+    """A new quantizer; options left ``None`` (``grid``, ``ste``, ``ties``, ...) take the quantizer's
+    defaults."""
     cls = QUANTIZERS.get(name)
     if signed is None:
         signed = cls.default_signed if hasattr(cls, "default_signed") else False
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         return cls(bits=bits, granularity=granularity, signed=signed, **kwargs)
     except TypeError as e:
@@ -169,9 +212,11 @@ def build_quantizer(name: str, bits: int, granularity: str = "tensor", signed: b
 
 
 def quantizer_from_config(config: dict[str, Any], state: dict[str, torch.Tensor], data_shape) -> Quantizer:
-    """Rebuild a quantizer from ``config()`` and ``state()`` (what an artifact stores)."""
+    """Rebuild a quantizer from ``config()`` and ``state()`` (what an artifact stores). Keys an
+    older tinyset did not record take the behaviour it had (``Quantizer.legacy_config``)."""
     cfg = dict(config)
     name = cfg.pop("name", None)
     if not name:
         raise TinysetError("quantizer config has no name")
+    cfg = QUANTIZERS.get(name).legacy_config(cfg)
     return build_quantizer(name, **cfg).load_state(state, data_shape)

@@ -3,7 +3,8 @@ data's quantiles and learned by gradient; every level is stored (float32) and co
 
 Each element maps to its nearest level (the levels are kept sorted; midpoints decide). Gradients:
 to the levels, exact (the sum of the upstream gradient over the elements that chose each level);
-to the data, straight-through inside [min level, max level], 0 outside."""
+to the data, straight-through inside [min level, max level], 0 outside (``ste="calibrated"``: 1
+everywhere)."""
 from __future__ import annotations
 
 import torch

@@ -32,10 +32,19 @@ class QuantizerConfig:
     signed: bool | None = None  # default: apot signed, uniform/codebook unsigned
     space: str = "auto"  # pixels | normalized | auto (signed -> normalized units, else [0, 1] pixels)
     lr: float = 0.01  # Adam lr of the quantizer's own parameters (clips, levels)
+    # conventions (null = the quantizer's default; see quant/uniform.py, quant/apot.py, quant/base.py)
+    grid: str | None = None  # signed uniform: midtread (default, the APoT paper's Q^u: 2^b - 1 levels with 0) | midrise
+    ste: str | None = None  # clipped (default: no gradient to the data outside the clip) | calibrated (1 everywhere)
+    ties: str | None = None  # uniform/apot: away (default: exact halves on |x|, away from zero) | even (uniform) | down (apot)
 
     @property
     def enabled(self) -> bool:
         return bool(self.name)
+
+    def build(self) -> Quantizer:
+        """The (uninitialised) quantizer this config names."""
+        return build_quantizer(self.name, self.bits, self.granularity, signed=self.signed, grid=self.grid,
+                               ste=self.ste, ties=self.ties)
 
 
 def data_space(qcfg: QuantizerConfig, quantizer: Quantizer, info: DatasetInfo) -> DataSpace:
@@ -56,7 +65,7 @@ class LoopQuantizer(nn.Module):
     def __init__(self, qcfg: QuantizerConfig, x0: torch.Tensor, info: DatasetInfo):
         super().__init__()
         self.qcfg = qcfg
-        self.q = build_quantizer(qcfg.name, qcfg.bits, qcfg.granularity, signed=qcfg.signed)
+        self.q = qcfg.build()
         self.space = data_space(qcfg, self.q, info)
         self.q.init_from(self.space.from_data(x0.float()))
 
@@ -123,6 +132,6 @@ def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_class
     shape = (n, *sample_shape)
     if qcfg is None or not qcfg.enabled:
         return 4 * math.prod(shape) + 8 * n
-    q = build_quantizer(qcfg.name, qcfg.bits, qcfg.granularity, signed=qcfg.signed)
+    q = qcfg.build()
     lb = label_bits(num_classes)
     return q.cost_bytes(shape) + ((n * lb + 7) // 8 if lb <= 8 else 4 * n)
