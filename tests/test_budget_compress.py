@@ -75,7 +75,8 @@ def test_compress_is_calibrated(tmp_path, digits):
 
     x, y = digits.train.get_batch(torch.arange(40))
     src = save_artifact(tmp_path / "s", {"images": x, "labels": y}, {"dataset": "digits", "dataset_info": {"num_classes": 10}})
-    raw = compress_artifact(src, tmp_path / "raw", CompressConfig(quantizer="uniform", bits=2, signed=True, calibrate_steps=0))
-    cal = compress_artifact(src, tmp_path / "cal", CompressConfig(quantizer="uniform", bits=2, signed=True, calibrate_steps=100, lr=0.05))
+    # unsigned: these are raw [0, 1] pixels (a signed 2-bit midtread grid would spend its levels on {-a, 0, a})
+    raw = compress_artifact(src, tmp_path / "raw", CompressConfig(quantizer="uniform", bits=2, signed=False, calibrate_steps=0))
+    cal = compress_artifact(src, tmp_path / "cal", CompressConfig(quantizer="uniform", bits=2, signed=False, calibrate_steps=100, lr=0.05))
     mse = lambda p: load_artifact(p).manifest["compression"]["mse"]  # noqa: E731
     assert mse(cal) < mse(raw)

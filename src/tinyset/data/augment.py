@@ -83,6 +83,19 @@ def crop_resize(
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def crop_resize_in_box(images: torch.Tensor, boxes: torch.Tensor, out_size: int | tuple[int, int]) -> torch.Tensor:
+    """torchvision's ``resized_crop``: cut each box out, then resize it bilinearly (antialiased), so
+    samples near the box edge are clamped to the box. ``crop_resize`` samples the whole image there
+    (border padding only at the image edge); the two differ only along the crop's edge. No gradient
+    path (a loop over boxes): for selection, not pixel optimisation."""
+    size = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
+    out = []
+    for img, (x0, y0, w, h) in zip(images, boxes.round().long().tolist()):
+        out.append(F.interpolate(img[None, :, y0:y0 + h, x0:x0 + w], size=size, mode="bilinear", align_corners=False,
+                                 antialias=True))
+    return torch.cat(out) if out else images.new_zeros(0, images.shape[1], *size)
+
+
 def random_resized_crop(
     images: torch.Tensor,
     scale: tuple[float, float] = (0.08, 1.0),

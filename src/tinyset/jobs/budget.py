@@ -101,8 +101,11 @@ def plan_budget(budget: int, sample_shape, num_classes: int, candidates: Sequenc
     bad = [b for b in candidates if not (b == 32 or (isinstance(b, int) and 1 <= b <= 8))]
     if bad or not candidates:
         raise TinysetError(f"budget candidates must be bit widths 1-8 or 32, got {list(candidates)}")
-    if quantizer == "apot" and any(b > 5 for b in candidates if b != 32):
-        raise TinysetError("apot supports 1-5 bits; drop the wider candidates or use another quantizer")
+    from ..quant import QUANTIZERS
+
+    top = getattr(QUANTIZERS.get(quantizer), "max_bits", 8) if quantizer in QUANTIZERS else 8
+    if any(b > top for b in candidates if b != 32):
+        raise TinysetError(f"{quantizer} supports 1-{top} bits; drop the wider candidates or use another quantizer")
     options = []
     for b in sorted(set(candidates), reverse=True):
         ipc = max_ipc_for(budget, b, sample_shape, num_classes, quantizer, granularity, max_ipc)

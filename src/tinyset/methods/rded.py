@@ -21,6 +21,7 @@ class RDEDConfig:
     crop_ratio: tuple[float, float] = (1.0, 1.0)  # square crops, as the reference (torchvision's default is 3/4-4/3)
     factor: int | None = None  # crops tiled per side; default 1 below 64px, else 2
     score_view: str = "pad"  # factor > 1: score a crop zero-padded (normalised units) to full size, as the reference | upsample
+    resize: str = "grid"  # grid: one grid_sample over the image (edge samples may fall just outside the box) | box: torchvision's resized_crop, as the reference
     batch_size: int = 250
 
 
@@ -50,7 +51,12 @@ class RDED(Method):
             xr = x.repeat(self.cfg.crops, 1, 1, 1)  # crop-major: row k*n + i is crop k of image i
             boxes = A.sample_rrc_boxes(len(xr), info.image_size, info.image_size, tuple(self.cfg.crop_scale),
                                        tuple(self.cfg.crop_ratio), generator=g)
-            crops = A.crop_resize(xr, boxes, size)
+            if self.cfg.resize == "box":
+                crops = A.crop_resize_in_box(xr, boxes, size)
+            elif self.cfg.resize == "grid":
+                crops = A.crop_resize(xr, boxes, size)
+            else:
+                raise TinysetError(f"rded resize must be grid or box, not {self.cfg.resize!r}")
             view = self._score_view(crops) if f > 1 else crops
             logits = self.ctx.teacher(view.to(dev)).float().cpu()
             self.ctx.counter.forward += len(view)
