@@ -1,18 +1,23 @@
 """Decoupled distillation side by side: random, E2D and its ablations, RDED and SRe2L on one cached
 teacher, the same student protocol for all rows, last-epoch accuracy. One script, dataset as a
-parameter, two profiles picked by resolution:
+parameter, three profiles picked by resolution:
 
-- small (<= 64 px, e.g. CIFAR-10): ConvNet-3 teacher (10 epochs) and student; rows random, e2d,
-  rded, e2d_old_targets, sre2l (its CIFAR recipe), e2d_solved_ce (stripe remedy);
+- small (<= 32 px, e.g. CIFAR-10): ConvNet-3 teacher (10 epochs, pinned) and student; rows random,
+  rded, e2d, herding, sre2l (its CIFAR recipe); more rows with --rows;
+- medium (<= 64 px, e.g. Imagenette at 64 px): ConvNet-4 teacher (30 epochs, pinned) and student;
+  rows random, rded (2x2 tiles), e2d, sre2l, e2d_no_memory, e2d_noise_init;
 - large (> 64 px, e.g. Imagenette at 128 px): ConvNet-5 teacher (30 epochs) and student, as the
   128-px distillation tables use; rows random, e2d, rded (tiled), sre2l (its ImageNet recipe),
   e2d_no_memory, e2d_noise_init.
+
+Students train under a named evaluation protocol (--protocol, default rded; `tinyset protocols`).
 
 Every seed re-synthesises: seed s synthesises the set with run seed s and trains the student with
 eval seed s (paired), so every row's std holds synthesis and training variance, like the random
 subset's (redrawn per seed).
 
-    python benchmarks/decoupled.py --data-root ../shared/data --cache <teacher cache>          # CIFAR-10
+    python benchmarks/decoupled.py --data-root ../shared/data --max-minutes 80                   # CIFAR-10
+    python benchmarks/decoupled.py --dataset imagenette --image-size 64 --data-root ../shared/data  # 64 px
     python benchmarks/decoupled.py --dataset imagenette --data-root ../shared/data --device cuda  # 128 px
 
 Rows are written as they finish, seeds inside a row are kept in work/, so a rerun resumes; rows
@@ -81,6 +86,9 @@ PROFILES = {
     "small": Profile("convnet3", 10, 128, 300,
                      ("random", "rded", "e2d", "herding", "sre2l"),
                      "ConvNet-3 (width 128, BatchNorm)"),
+    "medium": Profile("convnet4", 30, 64, 300,
+                      ("random", "rded", "e2d", "sre2l", "e2d_no_memory", "e2d_noise_init"),
+                      "ConvNet-4 (width 128, BatchNorm)"),
     "large": Profile("convnet5", 30, 64, 300,
                      ("random", "e2d", "rded", "sre2l", "e2d_no_memory", "e2d_noise_init"),
                      "ConvNet-5 (width 128, BatchNorm; the 128-px distillation tables' network)"),
@@ -145,7 +153,8 @@ def main() -> None:
     p.add_argument("--dataset", default="cifar10",
                    help="a registry name, npz:/imagefolder: spec, or 'imagenette' (= imagefolder:<data-root>/imagenette-128 at 128 px)")
     p.add_argument("--image-size", type=int, default=None, help="imagefolder resolution (default: the shorthand's, else 224)")
-    p.add_argument("--profile", choices=list(PROFILES), default=None, help="default: small at <= 64 px, large above")
+    p.add_argument("--profile", choices=list(PROFILES), default=None,
+                   help="default: small at <= 32 px, medium at <= 64 px (Imagenette-64), large above")
     p.add_argument("--ipc", type=int, nargs="+", default=[10])
     p.add_argument("--seeds", type=int, default=5, help="paired synthesis+eval seeds per row")
     p.add_argument("--epochs", type=int, default=None, help="student epochs (default: the protocol's)")
@@ -171,7 +180,7 @@ def main() -> None:
     data = DataConfig(dataset=spec, data_root=args.data_root, image_size=size, num_workers=args.workers)
     ds = load_dataset(spec, data)
     px = ds.info.shape[-1]
-    prof = PROFILES[args.profile or ("small" if px <= 64 else "large")]
+    prof = PROFILES[args.profile or ("small" if px <= 32 else "medium" if px <= 64 else "large")]
     model = args.teacher or prof.model
     row_names = args.rows or list(prof.rows)
     amp = args.device.startswith("cuda")
@@ -229,7 +238,8 @@ def main() -> None:
                ("iterations_run", "iterations run"), ("iterations_saved_pct", "saved %"),
                ("memory_occupancy_mean", "memory"), ("template_score", "template score"), ("teacher_accuracy", "teacher %")]
     title = f"Decoupled distillation on {ds.info.name} at {px} px ({model} teacher and student)"
-    rows = Rows(args.results or f"decoupled_{short}", title, cmd, notes, columns)
+    sized = short + (str(px) if short in SHORTHANDS and px != SHORTHANDS[short][1] else "")  # imagenette64
+    rows = Rows(args.results or f"decoupled_{sized}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
     rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"))
 
