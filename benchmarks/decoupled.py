@@ -46,8 +46,8 @@ from tinyset.data import load_dataset
 from tinyset.data.imagefolder import FileSplit
 from tinyset.eval.protocol import synthesis_seed, train_student
 from tinyset.methods.diagnostics import template_score
-from tinyset.pipeline import distill
-from tinyset.teacher import get_teacher
+from tinyset.jobs.distill import distill
+from tinyset.teachers.supervised import get_teacher
 from tinyset.utils.seeding import derive_seed
 
 HERE = Path(__file__).parent

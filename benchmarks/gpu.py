@@ -23,8 +23,8 @@ from common import Deadline, Rows, add_max_minutes, bare_throughput, command_lin
 from tinyset.config import RunConfig
 from tinyset.data.base import Dataset, DatasetInfo, TensorSplit
 from tinyset.models import get_model
-from tinyset.pipeline import synthesize
-from tinyset.teacher import Teacher, _freeze
+from tinyset.jobs.distill import synthesize
+from tinyset.teachers.supervised import Teacher, _freeze
 
 log = logging.getLogger("benchmarks.gpu")
 

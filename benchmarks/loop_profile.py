@@ -33,8 +33,8 @@ from tinyset.data import augment as A
 from tinyset.methods import bn_matching
 from tinyset.methods.bn_matching import BNMatcher, bn_layers
 from tinyset.models import get_model
-from tinyset.pipeline import synthesize
-from tinyset.teacher import Teacher, _freeze
+from tinyset.jobs.distill import synthesize
+from tinyset.teachers.supervised import Teacher, _freeze
 
 log = logging.getLogger("benchmarks.loop_profile")
 

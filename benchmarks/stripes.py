@@ -18,8 +18,8 @@ from tinyset.config import EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.eval.protocol import synthesis_seed, train_student
 from tinyset.methods.diagnostics import template_score
-from tinyset.pipeline import synthesize
-from tinyset.teacher import get_teacher
+from tinyset.jobs.distill import synthesize
+from tinyset.teachers.supervised import get_teacher
 from tinyset.utils.seeding import derive_seed
 
 VARIANTS = {
