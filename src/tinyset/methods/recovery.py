@@ -33,11 +33,20 @@ class RecoveryConfig:
     r_bn: float = 0.01
     first_bn_multiplier: float = 10.0
     class_stats: bool = False  # class-conditional BN statistics beside the global ones, half weight each
-    bn_targets: str = "view"  # view: targets measured under the loop's own view | teacher: running stats (+ un-augmented class stats)
+    # view: targets measured under the loop's own view | teacher: running stats (+ un-augmented class stats)
+    # | crop: running stats + class (and conv) stats under a crop of stats_crop_scale + flip (E2D's reference)
+    bn_targets: str = "view"
     stats_ema: float | None = None  # EMA momentum of batch statistics across steps (0.8 in EDC/E2D), straight-through
     crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     batch_size: int = 100  # images optimised together (classes x slots)
+    # E2D's reference structure (issue 24), each its own switch; bn_matching.py says what each matches
+    match_conv: bool = False  # also match every Conv2d input (channel + patch mean/var); x10 moves to the first conv
+    patch_size: int = 16  # side of the patch cells of the Conv2d-input statistics (0 = channel statistics only)
+    class_target: str = "per_image"  # per_image: per class, mean of per-image stats | pooled: batch vs its labels' mixture
+    stats_crop_scale: tuple[float, float] = (0.08, 1.0)  # the statistics pass's crop under bn_targets="crop" (+ flip)
+    stats_ema_persist: bool = False  # carry the statistics EMA across units (the reference never resets it)
+    classes_per_batch: int | None = None  # classes in one unit (None: as many as batch_size holds, up to all)
     log_every: int = 50
     solved_ce: float | None = None  # stripe remedy: skip the update of an image whose CE on this step's view is below this
     # QuADD: every view is cut from Q(latent); one clip per image so units merge into one set
@@ -186,16 +195,25 @@ def recover(
     g: torch.Generator,
     targets: list[BNTargets] | None = None,
     desc: str = "recover",
+    ema_states: list[dict] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Run the loop on one unit. ``targets``: the BN targets of each teacher (main first; None =
-    running statistics only). Returns the last iterate (on CPU) and bookkeeping."""
+    running statistics only). ``ema_states``: one dict per teacher holding the statistics EMA, handed
+    on from unit to unit to carry it across them (None: it starts afresh). Returns the last iterate
+    (on CPU) and bookkeeping."""
     dev = ctx.device
     teachers = [ctx.teacher] + list(ctx.teachers)
     targets = targets or [BNTargets() for _ in teachers]
     if len(targets) != len(teachers):
         raise ValueError(f"{len(targets)} BN targets for {len(teachers)} teachers")
-    matchers = [BNMatcher(t, cfg.first_bn_multiplier, tg.class_stats, cfg.stats_ema, tg.global_stats)
-                for t, tg in zip(teachers, targets)]
+    if getattr(cfg, "match_conv", False) and any(tg.conv_stats is None for tg in targets):
+        raise ValueError("match_conv needs every teacher's Conv2d-input statistics (RecoveryMethod.bn_targets)")
+    ema_states = ema_states or [None] * len(teachers)
+    carried = any(bool(e) for e in ema_states)
+    matchers = [BNMatcher(t, cfg.first_bn_multiplier, tg.class_stats, cfg.stats_ema, tg.global_stats,
+                          class_moments=tg.class_moments, conv_targets=tg.conv_stats,
+                          conv_patch=tg.conv_patch or 0, ema_state=e)
+                for t, tg, e in zip(teachers, targets, ema_states)]
     # The optimised tensor is the image in the dataset's normalised units, as in the reference codes,
     # so their learning rates mean the same here (Adam's step size is in the parameter's units: in
     # [0, 1] pixels the same lr would move CIFAR pixels ~4x further per step).
@@ -267,6 +285,8 @@ def recover(
     secs = time.perf_counter() - t0
     done = it + 1
     stats = {"iterations_run": done, "iterations_saved": cfg.iterations - done, "seconds": secs, **policy.stats()}
+    if getattr(cfg, "stats_ema_persist", False):
+        stats["stats_ema_carried_in"] = carried  # this unit began from the EMA the units before it left
     if cfg.solved_ce is not None:
         stats["frozen_image_steps"] = frozen_steps
     ctx.runlog.write("recover_done", unit=desc, **stats)
@@ -279,8 +299,10 @@ def recover(
     return x.float().contiguous().cpu(), stats
 
 
-def unit_shape(num_classes: int, batch_size: int, ipc: int) -> tuple[int, int]:
-    """(classes per unit, slots per unit) for a batch of about ``batch_size`` images."""
-    classes = max(1, min(num_classes, batch_size))
+def unit_shape(num_classes: int, batch_size: int, ipc: int, classes: int | None = None) -> tuple[int, int]:
+    """(classes per unit, slots per unit) for a batch of about ``batch_size`` images: ``classes``
+    classes (None: as many as the batch holds, up to all) x as many slots as fit beside them
+    (batch 20: 10 classes x 2 slots on a 10-class set; with classes=2, 2 x 10 as E2D's reference)."""
+    classes = max(1, min(num_classes, classes if classes else batch_size))
     slots = max(1, min(ipc, batch_size // classes))
     return classes, slots
