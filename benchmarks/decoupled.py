@@ -69,6 +69,9 @@ ROWS = {
     "e2d_no_memory": ("e2d", {"memory": False}),
     "e2d_noise_init": ("e2d", {"init": "noise"}),
     "herding": ("herding", {}),
+    # the reference recovery structure (conv-input + patch statistics, pooled class targets from crop
+    # 0.08-1 views, persistent EMA, 2 classes x 10 slots, per-slot init with flips): methods/e2d.py
+    "e2d_reference": ("e2d", {"stats": "reference"}),
 }
 
 
@@ -87,7 +90,7 @@ PROFILES = {
                      ("random", "rded", "e2d", "herding", "sre2l"),
                      "ConvNet-3 (width 128, BatchNorm)"),
     "medium": Profile("convnet4", 30, 64, 300,
-                      ("random", "rded", "e2d", "sre2l", "e2d_no_memory", "e2d_noise_init"),
+                      ("random", "rded", "e2d", "e2d_reference", "sre2l", "e2d_no_memory", "e2d_noise_init"),
                       "ConvNet-4 (width 128, BatchNorm)"),
     "large": Profile("convnet5", 30, 64, 300,
                      ("random", "e2d", "rded", "sre2l", "e2d_no_memory", "e2d_noise_init"),
