@@ -18,6 +18,7 @@ from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lin
 
 from ..data import augment as A
 from ..quant.inloop import LoopQuantizer, QuantizerConfig
+from ..utils.hardware import warn_slow_cpu_bf16
 from .base import MethodContext
 from .bn_matching import BNMatcher, BNTargets
 from .crop_memory import CropMemory
@@ -231,6 +232,8 @@ def recover(
     lq = LoopQuantizer(qcfg, x0, info).to(dev) if qcfg is not None and qcfg.enabled else None
     qopt = lq.optimizer() if lq is not None else None
     use_amp = ctx.amp and dev.type in ("cuda", "cpu")  # bf16 autocast; BN moments and losses in float32
+    if use_amp and dev.type == "cpu":
+        warn_slow_cpu_bf16()
     t0 = time.perf_counter()
     it = -1
     frozen_steps = 0
