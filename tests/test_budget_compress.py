@@ -1,4 +1,6 @@
 """Budget mode never exceeds its budget; post-hoc compression and the CLI around both."""
+import json
+
 import pytest
 import torch
 
@@ -13,7 +15,9 @@ def test_parse_budget():
     assert parse_budget("120KiB", (3, 32, 32), 10) == 120 * 1024
     assert parse_budget("1.5MB", (3, 32, 32), 10) == 1_500_000
     assert parse_budget("250000", (3, 32, 32), 10) == 250000
-    assert parse_budget("ipc10@32", (3, 32, 32), 10) == 100 * 3072 * 4 + 100 * 8  # float32 images + int64 labels
+    # float32 images + int64 labels, and the set file's header (with its decoder config): set_bytes
+    ipc10 = parse_budget("ipc10@32", (3, 32, 32), 10)
+    assert ipc10 == set_bytes(10, 32, (3, 32, 32), 10) and 0 < ipc10 - (100 * 3072 * 4 + 100 * 8) < 300
     for bad in ("12 parsecs", "ipc0@32", "ipc10@12", ""):
         with pytest.raises(TinysetError):
             parse_budget(bad, (3, 32, 32), 10)
@@ -60,13 +64,14 @@ def test_compress_and_budget_cli(tmp_path, capsys):
     assert load_artifact(tmp_path / "b").total_bytes <= 2000
     assert main(["compress", str(run), "--budget", "10", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "below the smallest" in capsys.readouterr().err
-    assert main(["budget", "--budget", "ipc10@32", "--quiet"]) == 0
+    assert main(["budget", "--budget", "ipc10@32", "--rule", "fixed", "--quiet"]) == 0
     assert "chosen:" in capsys.readouterr().out
     out_b = tmp_path / "dm-budget"
-    assert main(["distill", "--method", "dm", "--budget", "3KB", "--no-eval", "--out", str(out_b), "--quiet",
-                 "--set", "method_args.iterations=1", "--set", "method_args.batch_real=4"]) == 0
+    assert main(["distill", "--method", "dm", "--budget", "3KB", "--budget-rule", "fixed", "--no-eval", "--out", str(out_b),
+                 "--quiet", "--set", "method_args.iterations=1", "--set", "method_args.batch_real=4"]) == 0
     text = capsys.readouterr().out
-    assert "because" in text and load_artifact(out_b).total_bytes <= 3000
+    assert "because" in text and load_artifact(out_b).set_bytes <= 3000
+    assert json.loads((out_b / "budget.json").read_text())["rule"] == "fixed"
     assert main(["distill", "--method", "rded", "--budget", "3KB", "--no-eval", "--out", str(tmp_path / "x"), "--quiet"]) == 2
 
 

@@ -437,5 +437,8 @@ def test_loop_config_passes_the_conventions():
     # the grid does not change the stored bytes: 2**b - 1 levels still take b bits
     sizes = {set_cost_bytes(QuantizerConfig(name="uniform", bits=3, signed=True, grid=g), 10, (3, 4, 4), 2) for g in ("midtread", "midrise")}
     assert len(sizes) == 1
-    assert set_cost_bytes(QuantizerConfig(name="apot", bits=6), 10, (3, 4, 4), 2) == (10 * 48 * 6 + 7) // 8 + 4 + (10 + 7) // 8
+    payload = (10 * 48 * 6 + 7) // 8 + 4 + (10 + 7) // 8  # 6-bit codes + one alpha + 1-bit labels
+    assert QuantizerConfig(name="apot", bits=6).build().cost_bytes((10, 3, 4, 4)) + (10 + 7) // 8 == payload
+    # set_bytes adds the safetensors header and the decoder config it carries (tests/test_bytes.py)
+    assert set_cost_bytes(QuantizerConfig(name="apot", bits=6), 10, (3, 4, 4), 2) > payload
 

@@ -4,16 +4,20 @@ from .decoders import DECODERS, Decoder, get_decoder, quantized_components, regi
 from .export import export_imagefolder, sanitize_class_name
 from .format import (
     FORMAT_VERSION,
+    LABEL_MODES,
     MANIFEST_FILE,
     PREVIEW_FILE,
+    SOFT_FILE,
     TENSORS_FILE,
     Artifact,
     atomic_directory,
     decoder_of,
     load_artifact,
+    read_set_file,
     save_artifact,
     sha256_file,
 )
+from .sizes import compression, teacher_bytes
 from .preview import make_grid_image
 from . import bases_decoder  # noqa: E402,F401  (registers the "bases" decoder of boosted SSDD)
 from .store import save_quantized_set
@@ -27,7 +31,12 @@ __all__ = [
     "register_decoder",
     "save_quantized_set",
     "FORMAT_VERSION",
+    "LABEL_MODES",
     "MANIFEST_FILE",
+    "SOFT_FILE",
+    "read_set_file",
+    "teacher_bytes",
+    "compression",
     "TENSORS_FILE",
     "PREVIEW_FILE",
     "Artifact",

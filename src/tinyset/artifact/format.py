@@ -28,14 +28,17 @@ import torch
 
 from ..errors import TinysetError
 from ..utils.files import sha256_file
+from ..utils.setfile import FORMAT_VERSION, set_file_metadata, soft_file_metadata
 from .preview import make_grid_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: components with roles + a named decoder; 1 (pixels only) still loads
+# FORMAT_VERSION 2: components with roles + a named decoder; 1 (pixels only) still loads
 MANIFEST_FILE = "manifest.json"
-TENSORS_FILE = "tensors.safetensors"
+TENSORS_FILE = "tensors.safetensors"  # the set file: components + the decoder in its header
+SOFT_FILE = "soft_labels.safetensors"  # optional: stored soft labels (the ``stored`` label mode)
 PREVIEW_FILE = "preview.png"
+LABEL_MODES = ("hard", "stored", "teacher")  # what a student learns from, besides the set
 
 
 
@@ -197,6 +200,9 @@ def _component(name: str, t: torch.Tensor, declared_bits: Any) -> dict[str, Any]
     return {"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "bits": bits, "bytes": nbytes}
 
 
+_COMPUTED = ("set_bytes", "student_bytes", "label_bytes", "soft_labels")
+
+
 def _tinyset_version() -> str:
     from .._version import __version__
 
@@ -214,6 +220,7 @@ def save_artifact(
     decoder: str = "pixels",
     decoder_config: Mapping[str, Any] | None = None,
     roles: Mapping[str, str] | None = None,
+    soft_labels: tuple[Mapping[str, torch.Tensor], Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write an artifact directory atomically and return its path.
 
@@ -228,13 +235,23 @@ def save_artifact(
     ``manifest["bits"] = {name: 1..8}`` marks uint8 tensors as bit-packed payloads so the recorded
     size is honest; it is moved into ``components`` rather than stored twice. This function adds
     ``format_version``, ``tinyset_version``, ``created``, ``components``, ``total_bytes``,
-    ``total_bits`` (= 8 * total_bytes, the exact payload size) and ``checksums``.
+    ``total_bits`` (= 8 * total_bytes, the exact payload size) and ``checksums``, and the two byte
+    counts (``artifact.sizes``): ``set_bytes`` (the size of ``tensors.safetensors`` on disk: the
+    components, the safetensors header and the decoder, which the header carries so the file
+    decodes on its own) and ``student_bytes`` = ``set_bytes`` + ``label_bytes[label_mode]``.
+    ``label_bytes`` holds what each label mode adds: ``hard`` 0, ``stored`` the size of
+    ``soft_labels.safetensors`` (written from ``soft_labels`` = (tensors, config) of
+    ``quant.soft_labels.encode_soft_labels``), ``teacher`` the teacher's bytes when the caller's
+    ``manifest["teacher_bytes"]`` gives them. ``manifest["label_mode"]`` picks the mode; by default
+    ``stored`` with soft labels, else ``teacher`` with teacher bytes, else ``hard``.
 
     ``preview`` ([N, C, H, W] in [0, 1]) is rendered to ``preview.png`` (rows by
     ``preview_labels``, defaulting to ``tensors["labels"]`` when ``preview`` is ``tensors["images"]``);
     2-D (vector) previews are skipped because there is no picture to draw."""
     prepared = _prepare_tensors(tensors)
     caller = dict(manifest)
+    for key in _COMPUTED:  # recomputed from what is written (a copied manifest's are stale)
+        caller.pop(key, None)
     declared = caller.pop("bits", None) or {}
     if not isinstance(declared, Mapping):
         raise TinysetError(f"manifest bits must map tensor names to bit widths, got {type(declared).__name__}")
@@ -264,6 +281,16 @@ def save_artifact(
     for n, t in prepared.items():
         components[n] = {**_component(n, t, declared.get(n)), "role": roles.get(n) or _default_role(n)}
     total_bytes = sum(c["bytes"] for c in components.values())
+    label_mode = caller.get("label_mode") or ("stored" if soft_labels is not None else
+                                              "teacher" if caller.get("teacher_bytes") else "hard")
+    if label_mode not in LABEL_MODES:
+        raise TinysetError(f"manifest label_mode must be one of {', '.join(LABEL_MODES)}, got {label_mode!r}")
+    if label_mode == "stored" and soft_labels is None:
+        raise TinysetError("label_mode 'stored' needs soft labels to store")
+    if label_mode == "teacher" and not caller.get("teacher_bytes"):
+        raise TinysetError("label_mode 'teacher' needs manifest['teacher_bytes'] (artifact.sizes.teacher_bytes)")
+    caller["label_mode"] = label_mode
+    soft_tensors = _prepare_tensors(soft_labels[0]) if soft_labels is not None else None
     full: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "tinyset_version": _tinyset_version(),
@@ -275,9 +302,19 @@ def save_artifact(
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, overwrite=overwrite, replaceable=_looks_like_artifact, what="artifact") as tmp:
-        metadata = {"format": "tinyset-artifact", "format_version": str(FORMAT_VERSION)}
-        safetensors.torch.save_file(prepared, str(tmp / TENSORS_FILE), metadata=metadata)
+        safetensors.torch.save_file(prepared, str(tmp / TENSORS_FILE), metadata=set_file_metadata(decoder, dcfg))
         checksums = {TENSORS_FILE: sha256_file(tmp / TENSORS_FILE)}
+        set_bytes = (tmp / TENSORS_FILE).stat().st_size
+        label_bytes = {"hard": 0}
+        if soft_tensors is not None:
+            scfg = dict(soft_labels[1])
+            safetensors.torch.save_file(soft_tensors, str(tmp / SOFT_FILE), metadata=soft_file_metadata(scfg))
+            checksums[SOFT_FILE] = sha256_file(tmp / SOFT_FILE)
+            label_bytes["stored"] = (tmp / SOFT_FILE).stat().st_size
+            full["soft_labels"] = {**scfg, "bytes": label_bytes["stored"]}
+        if caller.get("teacher_bytes"):
+            label_bytes["teacher"] = int(caller["teacher_bytes"]["bytes"])
+        full.update(set_bytes=set_bytes, label_bytes=label_bytes, student_bytes=set_bytes + label_bytes[label_mode])
         if preview is not None:
             if preview.dim() == 2:
                 log.info("preview skipped: %s holds vectors, not images", out_dir)
@@ -307,6 +344,7 @@ class Artifact:
     manifest: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(repr=False)
     decoded: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    soft_labels: torch.Tensor | None = field(repr=False, default=None)  # stored teacher logits [N, K]
 
     @property
     def decoder(self) -> dict[str, Any]:
@@ -331,6 +369,32 @@ class Artifact:
     @property
     def total_bytes(self) -> int:
         return int(self.manifest.get("total_bytes", 0))
+
+    @property
+    def set_bytes(self) -> int:
+        """Bytes of the set file on disk (components, header, decoder): what every label mode needs.
+        Artifacts written before the count was recorded report their file's size."""
+        if "set_bytes" in self.manifest:
+            return int(self.manifest["set_bytes"])
+        return (self.path / TENSORS_FILE).stat().st_size
+
+    @property
+    def label_mode(self) -> str:
+        return self.manifest.get("label_mode") or ("stored" if self.soft_labels is not None else "hard")
+
+    def label_bytes(self, mode: str | None = None) -> int:
+        """What label mode ``mode`` (default: the artifact's) adds to ``set_bytes``."""
+        mode = mode or self.label_mode
+        known = dict(self.manifest.get("label_bytes") or {"hard": 0})
+        if mode not in known:
+            have = ", ".join(sorted(known))
+            raise TinysetError(f"{self.path}: no byte count for label mode {mode!r} (this artifact knows: {have})")
+        return int(known[mode])
+
+    def student_bytes(self, mode: str | None = None) -> int:
+        """``set_bytes`` + what the label mode needs: nothing (hard), the stored soft labels' file
+        (stored) or the teacher's parameters at their stored precision (teacher)."""
+        return self.set_bytes + self.label_bytes(mode)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -437,4 +501,39 @@ def load_artifact(path: str | os.PathLike, verify: bool = True) -> Artifact:
         raise TinysetError(f"{path}: {e}") from None
     except Exception as e:
         raise TinysetError(f"{path}: decoder {dec['name']!r} failed: {type(e).__name__}: {e}") from None
-    return Artifact(path=path, manifest=manifest, tensors=tensors, decoded=decoded)
+    return Artifact(path=path, manifest=manifest, tensors=tensors, decoded=decoded,
+                    soft_labels=_load_soft_labels(path, manifest, verify))
+
+
+def _load_soft_labels(path: Path, manifest: dict[str, Any], verify: bool) -> torch.Tensor | None:
+    """The stored soft labels (logits [N, K]) when the artifact has them, else None."""
+    spath = path / SOFT_FILE
+    cfg = manifest.get("soft_labels")
+    if cfg is None:
+        return None
+    if not spath.is_file():
+        raise TinysetError(f"{spath} is missing (the manifest records stored soft labels)")
+    if verify and sha256_file(spath) != (manifest.get("checksums") or {}).get(SOFT_FILE):
+        raise TinysetError(f"{spath}: {SOFT_FILE} checksum mismatch: file changed or corrupted")
+    from ..quant.soft_labels import decode_soft_labels
+
+    try:
+        return decode_soft_labels(safetensors.torch.load_file(str(spath), device="cpu"), cfg)
+    except Exception as e:
+        raise TinysetError(f"{spath} is unreadable: {type(e).__name__}: {e}") from None
+
+
+def read_set_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Decode a set file (``tensors.safetensors``) on its own, from the decoder its header carries:
+    what a student needs is that one file (``set_bytes``), not the manifest beside it."""
+    from safetensors import safe_open
+
+    from .decoders import get_decoder
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "decoder" not in meta:
+        raise TinysetError(f"{path} carries no decoder in its header (written before tinyset recorded it there)")
+    dec = json.loads(meta["decoder"])
+    return get_decoder(dec["name"]).decode(tensors, dec.get("config") or {})

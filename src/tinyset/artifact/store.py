@@ -15,6 +15,7 @@ from .format import save_artifact
 def save_quantized_set(
     out: str | os.PathLike, quantized: tuple, manifest: Mapping[str, Any], expected_images: torch.Tensor,
     expected_labels: torch.Tensor, class_names: Sequence[str] | None = None, overwrite: bool = False,
+    soft_labels: tuple | None = None,
 ) -> Path:
     """Save ``quantized`` = (components, bits, roles, decoder_config) with the ``quantized``
     decoder, after checking that it decodes bit for bit to ``expected_images`` (what the loop's
@@ -27,4 +28,5 @@ def save_quantized_set(
         raise TinysetError(f"quantized set does not decode to the optimised tensors (max difference {diff}); not saving it")
     preview = "decoded" if got.dim() == 4 else None
     return save_artifact(out, comps, {**manifest, "bits": bits}, preview=preview, class_names=class_names,
-                         overwrite=overwrite, decoder="quantized", decoder_config=dcfg, roles=roles)
+                         overwrite=overwrite, decoder="quantized", decoder_config=dcfg, roles=roles,
+                         soft_labels=soft_labels)

@@ -214,6 +214,9 @@ def cmd_info(args) -> int:
     print(f"artifact {art.path} (format {m['format_version']}, tinyset {m.get('tinyset_version')})")
     print(f"dataset {m['dataset']}, method {m['method']}, ipc {m['ipc']}, seed {m['seed']}, images {tuple(art.images.shape)}")
     print(f"decoder {art.decoder['name']}; stored bytes {m['total_bytes']}: " + ", ".join(f"{k} {v['bytes']} B ({v['bits']} bits, {v['dtype']})" for k, v in m["components"].items()))
+    modes = ", ".join(f"{k} {art.set_bytes + int(v)}" for k, v in (m.get("label_bytes") or {"hard": 0}).items())
+    print(f"set_bytes {art.set_bytes} (the set file: components, header, decoder); student_bytes ({art.label_mode} "
+          f"labels) {art.student_bytes()}; by label mode: {modes}")
     teacher = m.get("teacher") or {}
     if teacher:
         print(f"teacher {teacher.get('model')} sha256 {str(teacher.get('sha256'))[:16]}… test accuracy {teacher.get('test_accuracy')}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as dist
@@ -16,6 +17,7 @@ from ..config import EvalConfig, describe_protocol, protocol_overrides
 from ..data.base import Dataset, TensorSplit, sample_class_indices
 from ..errors import TinysetError
 from ..kd import build_kd_loss
+from ..kd.losses import KDLoss
 from ..models import get_model
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import derive_seed, generator
@@ -23,7 +25,7 @@ from .trainer import TrainSpec, train
 
 log = logging.getLogger(__name__)
 
-LABEL_MODES = ("soft", "hard")
+LABEL_MODES = ("soft", "hard", "stored")  # soft: the teacher online; stored: the artifact's stored soft labels
 
 
 def eval_spec(ecfg: EvalConfig, channels_last: bool = True, amp: bool = False) -> TrainSpec:
@@ -76,12 +78,73 @@ def kd_loss_for_eval(ecfg: EvalConfig) -> nn.Module:
     return build_kd_loss(ecfg.loss, **({"temperature": ecfg.temperature} if "temperature" in params else {}))
 
 
+class StoredLabelsLoss(KDLoss):
+    """The ``stored`` label mode: the configured soft-label loss with stored logits in the teacher's
+    place. The trainer hands each batch's targets as one float tensor [B, K + 1] (stored logits,
+    then the hard label), so CutMix/MixUp mix the stored targets with the batch's ``lam``; the
+    protocol's CE term (``ce_weight``) is taken here on the hard label of each mixed part."""
+
+    name = "stored"
+    needs_teacher = False
+
+    def __init__(self, inner: nn.Module, ce_weight: float = 0.0):
+        super().__init__()
+        self.inner, self.ce_weight = inner, float(ce_weight)
+
+    def set_progress(self, epoch: int, total_epochs: int) -> None:
+        self.inner.set_progress(epoch, total_epochs)
+
+    def forward(self, student_logits, teacher_logits, targets):
+        if targets is None or targets.dim() != 2:
+            raise TinysetError("stored soft labels: the targets must be [batch, classes + 1] (logits, hard label)")
+        z, y = targets[:, :-1].to(student_logits.dtype), targets[:, -1].long()
+        loss = self.inner(student_logits, z, y)
+        if self.ce_weight:
+            loss = loss + self.ce_weight * F.cross_entropy(student_logits, y)
+        return loss
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 500) -> torch.Tensor:
+    """The frozen teacher's logits [N, K] on ``x`` (eval mode; restored afterwards), on CPU."""
+    was = teacher.training
+    teacher.eval()
+    out = [teacher(xb.to(device)).float().cpu() for xb in x.split(batch_size)]
+    teacher.train(was)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def stored_targets(teacher: nn.Module, x: torch.Tensor, soft_config: dict, device="cpu") -> torch.Tensor:
+    """What the ``stored`` label mode would store for ``x``: the teacher's logits through the
+    soft-label encoding of ``soft_config`` (k, bits), decoded (e.g. for a random subset beside a set
+    that ships its soft labels)."""
+    from ..quant.soft_labels import decode_soft_labels, encode_soft_labels
+
+    t, c = encode_soft_labels(teacher_logits(teacher, x, device), soft_config.get("k"), int(soft_config.get("bits", 8)))
+    return decode_soft_labels(t, c)
+
+
 def train_student(
     images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
     mode: str, seed: int, device, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
-    desc: str = "student", log_fields: dict | None = None,
+    desc: str = "student", log_fields: dict | None = None, soft_labels: torch.Tensor | None = None,
 ) -> float:
-    """One student from scratch on (images, labels); returns last-epoch test accuracy (percent)."""
+    """One student from scratch on (images, labels); returns last-epoch test accuracy (percent).
+    ``mode="stored"`` learns from ``soft_labels`` (stored logits [N, K]) instead of a teacher."""
+    if mode == "stored":
+        if soft_labels is None or len(soft_labels) != len(labels):
+            raise TinysetError("the stored label mode needs stored soft labels, one row per sample "
+                               "(`tinyset compress RUN --labels stored`, or `jobs.compress.attach_soft_labels`)")
+        spec = eval_spec(ecfg, channels_last, amp)
+        loss = StoredLabelsLoss(kd_loss_for_eval(ecfg), spec.ce_weight)
+        spec.ce_weight = 0.0  # taken inside the loss (the targets are not hard labels)
+        torch.manual_seed(derive_seed(seed, "student-init"))
+        student = get_model(ecfg.student, ds.info)
+        targets = torch.cat([soft_labels.float(), labels.float().unsqueeze(1)], dim=1)
+        res = train(student, TensorSplit(images, targets), spec, loss, teacher=None, test_split=ds.test, device=device,
+                    seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc, progress=progress,
+                    log_fields=log_fields)
+        return float(res.test_accuracy)
     if mode == "soft":
         if teacher is None:
             raise TinysetError("soft-label evaluation needs a teacher")
@@ -120,13 +183,22 @@ def evaluate_set(
     images: torch.Tensor, labels: torch.Tensor, ds: Dataset, teacher: nn.Module | None, ecfg: EvalConfig,
     device, seed: int = 0, channels_last=True, amp=False, runlog: JsonlLog | None = None, progress=True,
     resynthesize: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    soft_labels: torch.Tensor | None = None, soft_config: dict | None = None,
 ) -> dict:
     """Evaluate a distilled set (and the random baseline) under every configured label mode.
 
     ``resynthesize(run_seed)``, when given, makes the set for eval seeds s >= 1 with run seed
-    ``synthesis_seed(seed, s)`` (s = 0 uses ``images``), so the row's std holds synthesis variance."""
+    ``synthesis_seed(seed, s)`` (s = 0 uses ``images``), so the row's std holds synthesis variance.
+
+    The ``stored`` mode trains on ``soft_labels`` (the artifact's stored logits, encoded as
+    ``soft_config`` says); its random subset (and any re-synthesised set) gets the teacher's logits
+    through the same encoding, so it needs ``teacher``; without one the stored mode's random row
+    is left out."""
     if ds.test is None:
         raise TinysetError(f"dataset {ds.info.name} has no test split to evaluate on")
+    if "stored" in ecfg.label_modes and (soft_labels is None or soft_config is None):
+        raise TinysetError("label mode 'stored' needs stored soft labels; this set has none "
+                           "(add them with `tinyset compress RUN --labels stored`)")
     sets_cache = {0: (images, labels)}
 
     def set_for(s: int):
@@ -140,7 +212,15 @@ def evaluate_set(
     # Every student is seeded by (seed, label mode, seed index, set), never by the order it trains
     # in, so under torchrun the students are dealt to ranks and the result is the same.
     sets = ("distilled", "random") if ecfg.random_baseline else ("distilled",)
-    jobs = [(mode, s, which) for mode in ecfg.label_modes for s in range(ecfg.seeds) for which in sets]
+
+    def sets_of(mode: str) -> tuple[str, ...]:
+        if mode == "stored" and teacher is None:  # nothing to label a random subset with
+            return ("distilled",)
+        return sets
+
+    if "stored" in ecfg.label_modes and resynthesize is not None and teacher is None:
+        raise TinysetError("re-synthesised sets under the stored label mode need the teacher to label them")
+    jobs = [(mode, s, which) for mode in ecfg.label_modes for s in range(ecfg.seeds) for which in sets_of(mode)]
     mine = {}
     my_jobs = dist.shard(jobs)
     for k, (mode, s, which) in enumerate(my_jobs, 1):
@@ -151,12 +231,17 @@ def evaluate_set(
             x, y = set_for(s)
         else:
             x, y = random_subset(ds, labels, derive_seed(seed, "random-subset", s))
+        z = None
+        if mode == "stored":
+            z = soft_labels if (which == "distilled" and (resynthesize is None or s == 0)) else \
+                stored_targets(teacher, x, soft_config, device)
         mine[(mode, s, which)] = train_student(x, y, ds, teacher, ecfg, mode, sseed, device, channels_last, amp,
                                                runlog, progress, desc=f"student {k}/{len(my_jobs)}: {which} {mode} seed {s}",
-                                               log_fields={"stage": "eval", "set": which, "label_mode": mode, "seed": s})
+                                               log_fields={"stage": "eval", "set": which, "label_mode": mode, "seed": s},
+                                               soft_labels=z)
     accs = {k: v for part in dist.all_gather_objects(mine) for k, v in part.items()}
     rows = [EvalRow(mode, which, [accs[(mode, s, which)] for s in range(ecfg.seeds)])
-            for mode in ecfg.label_modes for which in sets]
+            for mode in ecfg.label_modes for which in sets_of(mode)]
     report = {"rows": [r.as_dict() for r in rows], "protocol": describe_protocol(ecfg),
               "protocol_overrides": protocol_overrides(ecfg),
               "config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__},
@@ -181,6 +266,11 @@ def markdown_table(report: dict, title: str = "") -> str:
         # one seed has no spread: say n=1 rather than print a misleading "± 0.00"
         acc = f"{r['accuracy_mean']:.2f} ± {r['accuracy_std']:.2f}" if r["seeds"] > 1 else f"{r['accuracy_mean']:.2f} (n=1)"
         lines.append(f"| {r['label_mode']} | {r['set']} | {r['seeds']} | {acc} | {delta} |")
+    b = report.get("bytes")
+    if b:
+        per = ", ".join(f"{m} {n}" for m, n in b.get("student_bytes", {}).items())
+        lines += ["", f"Bytes: set_bytes {b['set_bytes']}" + (f"; student_bytes (set + what the label mode needs: "
+                                                               f"soft = the online teacher) {per}" if per else "") + "."]
     if report.get("variance"):
         lines += ["", f"Variance: {report['variance']}."]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..artifact import load_artifact, save_artifact, save_quantized_set
+from ..artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
 from ..quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
 from ..config import RunConfig, describe_protocol, save_yaml, to_dict
 from ..data import load_dataset
@@ -218,6 +218,9 @@ def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, 
         "config": to_dict(cfg),
         "seed": cfg.seed,
         "teacher": teacher.reference if teacher else None,
+        # what a student needs besides the set: the online teacher (counted) when it labels the set
+        **({"teacher_bytes": teacher_bytes(teacher.model)} if teacher is not None else {}),
+        "label_mode": "teacher" if teacher is not None and "soft" in cfg.eval.label_modes else "hard",
         "wall_time_seconds": wall,
         "synthesis": summary,
         "versions": versions(),
@@ -293,7 +296,8 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
             return x, y
     report = evaluate_set(art.images, art.labels, ds, teacher.model if teacher else None, cfg.eval, device,
                           seed=cfg.seed, channels_last=cfg.channels_last, amp=cfg.amp, runlog=runlog, progress=progress,
-                          resynthesize=resynth)
+                          resynthesize=resynth, soft_labels=art.soft_labels, soft_config=art.manifest.get("soft_labels"))
+    report["bytes"] = eval_bytes(art, cfg.eval.label_modes, teacher)
     key = protocol_key(cfg, teacher)
     title = f"{art.manifest.get('method')} on {ds.info.name}, IPC {art.manifest.get('ipc')}: {protocol_title(cfg)}"
     report.update({"artifact": str(path), "method": art.manifest.get("method"), "ipc": art.manifest.get("ipc"),
@@ -308,6 +312,20 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
         atomic_write_text(Path(path) / "eval.md", "\n".join(tables))
     dist.barrier()  # eval.json exists for every rank from here on
     return report
+
+
+def eval_bytes(art, label_modes, teacher: Teacher | None = None) -> dict:
+    """``set_bytes`` and, per evaluated label mode, ``student_bytes`` (soft = the online teacher,
+    counted at its stored precision; stored = the soft-labels file; hard = the set alone)."""
+    known = dict(art.manifest.get("label_bytes") or {"hard": 0})
+    if "teacher" not in known and teacher is not None:
+        known["teacher"] = teacher_bytes(teacher.model)["bytes"]
+    student = {}
+    for mode in label_modes:
+        key = "teacher" if mode == "soft" else mode
+        if key in known:
+            student[mode] = art.set_bytes + int(known[key])
+    return {"set_bytes": art.set_bytes, "student_bytes": student}
 
 
 def _read_eval(path: Path) -> dict:

@@ -152,6 +152,10 @@ class Quantizer(nn.Module):
     def state_numel(self, data_shape) -> int:
         return num_groups(data_shape, self.granularity) * self.params_per_group()
 
+    def state_shapes(self, data_shape) -> dict[str, tuple[int, ...]]:
+        """Shape of every stored state tensor for data of ``data_shape`` (without initialising)."""
+        return {n: group_shape(data_shape, self.granularity) for n in self.param_names()}
+
     def cost_bytes(self, data_shape) -> int:
         """Exact stored bytes for data of ``data_shape``: bit-packed codes plus float32 state."""
         numel = math.prod(data_shape)

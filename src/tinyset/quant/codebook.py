@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Quantizer, register_quantizer
+from .base import Quantizer, num_groups, register_quantizer
 
 _MAX_QUANTILE_SAMPLES = 1 << 20
 
@@ -21,6 +21,9 @@ class CodebookQuantizer(Quantizer):
 
     def params_per_group(self) -> int:
         return 1 << self.bits
+
+    def state_shapes(self, data_shape):
+        return {"levels": (num_groups(data_shape, self.granularity), 1 << self.bits)}
 
     # rows [G, M] <-> data shape
     def _rows(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,10 +47,17 @@ class QuantizerConfig:
                                ste=self.ste, ties=self.ties)
 
 
+def resolve_space(qcfg: QuantizerConfig, quantizer: Quantizer, kind: str) -> str:
+    """``auto``: normalised units for signed quantizers and for vectors (raw features such as dBm
+    have no natural [0, 1] scale, and a clip lr of 0.01 in their units barely moves), [0, 1]
+    pixels otherwise."""
+    if qcfg.space != "auto":
+        return qcfg.space
+    return "normalized" if quantizer.signed or kind == "vector" else "pixels"
+
+
 def data_space(qcfg: QuantizerConfig, quantizer: Quantizer, info: DatasetInfo) -> DataSpace:
-    space = qcfg.space
-    if space == "auto":
-        space = "normalized" if quantizer.signed else "pixels"
+    space = resolve_space(qcfg, quantizer, info.kind)
     clamp = [0.0, 1.0] if info.kind == "image" else None
     if space == "pixels":
         return DataSpace(clamp=clamp)
@@ -124,14 +131,34 @@ def merge_encoded(units: list[dict[str, Any]], order: torch.Tensor, labels: torc
     return components_from_codes(codes, q, labels, num_classes, first["quantizer"], first["space"])
 
 
-def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_classes: int) -> int:
-    """Exact bytes of a set of ``n`` samples: float32 data + int64 labels without a quantizer (as
-    the pipeline stores them), else codes + quantizer state + packed labels."""
+_WIDEST_FLOAT = -2.2250738585072014e-308  # the longest float repr: stands in for unknown statistics
+
+
+def set_cost_bytes(qcfg: QuantizerConfig | None, n: int, sample_shape, num_classes: int, info=None) -> int:
+    """Exact bytes of the set file (``set_bytes``: payload, safetensors header and the decoder
+    config it carries) for ``n`` samples: float32 data + int64 labels without a quantizer (as the
+    pipeline stores them), else codes + quantizer state + packed labels. ``info`` (the dataset's
+    kind, mean and std) makes the decoder config exact for normalised spaces; without it the
+    statistics are sized by the longest float, an upper bound."""
+    from .bitpack import packed_nbytes
     from .codes import label_bits
+    from ..utils.setfile import safetensors_file_bytes, set_file_metadata
 
     shape = (n, *sample_shape)
     if qcfg is None or not qcfg.enabled:
-        return 4 * math.prod(shape) + 8 * n
+        specs = {"images": (torch.float32, shape), "labels": (torch.int64, (n,))}
+        return safetensors_file_bytes(specs, set_file_metadata("pixels", {}))
     q = qcfg.build()
     lb = label_bits(num_classes)
-    return q.cost_bytes(shape) + ((n * lb + 7) // 8 if lb <= 8 else 4 * n)
+    specs = {"codes": (torch.uint8, (packed_nbytes(math.prod(shape), q.bits),))}
+    specs.update({f"q.{k}": (torch.float32, s) for k, s in q.state_shapes(shape).items()})
+    specs["labels"] = (torch.uint8, (packed_nbytes(n, lb),)) if lb <= 8 else (torch.int32, (n,))
+    if info is None:
+        from types import SimpleNamespace
+
+        width = sample_shape[0] if sample_shape else 1
+        info = SimpleNamespace(kind="image" if len(sample_shape) == 3 else "vector", mean=(_WIDEST_FLOAT,) * width,
+                               std=(_WIDEST_FLOAT,) * width)
+    dcfg = {"quantizer": q.config(), "shape": list(shape), "space": data_space(qcfg, q, info).to_config(),
+            "label_bits": lb if lb <= 8 else 32, "num_samples": n}
+    return safetensors_file_bytes(specs, set_file_metadata("quantized", dcfg))
