@@ -21,6 +21,10 @@ Model (every parameter is a field of ``BeamConfig`` and is documented in the REA
 * Input: L1-RSRP in dBm of the Set-B beams (a vector of ``n_beams_b``). Label: index of the Set-A
   beam with the largest noise-free gain ``|w_k^H h|^2``. ``top-k`` accuracy counts the label among
   the model's k best.
+* ``report="3gpp"``: the inputs as a UE reports them, on 3GPP's L1-RSRP reporting grid (TS 38.133
+  Table 10.1.6.1-1: 7-bit reported values, 1 dB steps, RSRP_r covering [r - 157, r - 156) dBm, the
+  L1 range -140 to -44 dBm with values outside it reported at its ends, RSRP_16 and RSRP_113),
+  decoded to each step's midpoint ``r - 156.5``. ``rsrp_report`` / ``rsrp_from_report`` convert.
 
 Train and test splits are drawn from one generator seeded with ``seed`` (train first), so a seed
 always gives identical data. ``beam:key=value,...`` overrides any field."""
@@ -58,8 +62,11 @@ class BeamConfig:
     n_train: int = 20000
     n_test: int = 5000
     seed: int = 0
+    report: str = "float"  # float (dBm as measured) | 3gpp (the L1-RSRP reporting grid: 7 bits, 1 dB)
 
     def check(self) -> "BeamConfig":
+        if self.report not in ("float", "3gpp"):
+            raise TinysetError(f"beam report must be float or 3gpp, not {self.report!r}")
         if self.set_b not in ("wide", "sparse"):
             raise TinysetError(f"beam set_b must be wide or sparse, not {self.set_b!r}")
         if self.set_b == "sparse" and self.n_beams_a % self.n_beams_b:
@@ -113,7 +120,41 @@ def generate(cfg: BeamConfig, n: int, g: torch.Generator) -> tuple[torch.Tensor,
     rx_dbm = cfg.tx_power_dbm - (cfg.pl_intercept_db + cfg.pl_slope_db * torch.log10(d))
     power_mw = 10 ** (rx_dbm.unsqueeze(1) / 10) * gain_b + 10 ** (cfg.noise_dbm / 10)
     rsrp = 10 * torch.log10(power_mw) + torch.randn(n, cfg.n_beams_b, generator=g, **f64) * cfg.meas_std_db
+    if cfg.report == "3gpp":
+        rsrp = rsrp_from_report(rsrp_report(rsrp)).double()
     return rsrp.float(), gain_a.argmax(1)
+
+
+# 3GPP TS 38.133 Table 10.1.6.1-1 (SS-RSRP and CSI-RSRP report mapping): reported value RSRP_r
+# covers [r - 157, r - 156) dBm, r = 0..127 (7 bits); the L1 reporting range is -140 to -44 dBm,
+# i.e. RSRP_16 (below -140) to RSRP_113 (-44 and above).
+RSRP_BITS = 7
+RSRP_OFFSET_DB = 157
+L1_RSRP_REPORTS = (16, 113)
+
+
+def rsrp_report(rsrp_dbm: torch.Tensor) -> torch.Tensor:
+    """The L1-RSRP reported values (int64, 16..113) of measurements in dBm."""
+    r = torch.floor(rsrp_dbm.double()) + RSRP_OFFSET_DB
+    return r.clamp(*L1_RSRP_REPORTS).long()
+
+
+def rsrp_from_report(report: torch.Tensor) -> torch.Tensor:
+    """dBm (float32) of reported values: the midpoint of each 1 dB step, ``r - 156.5``."""
+    return report.float() - (RSRP_OFFSET_DB - 0.5)
+
+
+def class_balance(labels: torch.Tensor, num_classes: int) -> dict:
+    """How balanced a labelled set is: per-class counts, their min/max, how many classes are
+    empty, and the accuracy of always answering the majority class (a floor for any student)."""
+    counts = torch.bincount(labels.long(), minlength=num_classes)
+    n = int(counts.sum())
+    p = counts.double() / max(n, 1)
+    nz = p[p > 0]
+    entropy = float(-(nz * nz.log()).sum() / math.log(num_classes)) if num_classes > 1 else 1.0
+    return {"counts": counts.tolist(), "min": int(counts.min()), "max": int(counts.max()),
+            "empty_classes": int((counts == 0).sum()), "majority_accuracy": 100.0 * int(counts.max()) / max(n, 1),
+            "normalized_entropy": round(entropy, 4)}
 
 
 def parse_beam_args(arg: str | None) -> BeamConfig:

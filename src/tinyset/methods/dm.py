@@ -12,8 +12,11 @@ own lr), and the stored set is the codes + state, decoding to exactly the last f
 All classes run in one unit (the loss is a sum over classes), so per-set clips are possible.
 
 Sized for CPU: a narrow ConvNet (width 32, instance norm) and hundreds of steps, not 20,000.
-Images move by Adam in pixel units (``lr``); a latent in normalised units gets ``lr / mean(std)``
-so both spaces take the same pixel-sized steps."""
+``lr_units`` says what ``lr`` is measured in: ``pixels`` ([0, 1] pixel steps; a latent in
+normalised units gets ``lr / mean(std)``) or ``normalized`` (steps in units of the data's std; a
+raw latent gets ``lr * mean(std)``). ``auto``: pixels for images, normalised units for vectors
+(raw features such as dBm have no [0, 1] scale: lr 0.01 dB per step barely moves beam data). The
+resolved units, the latent's lr and the quantizer's space are recorded in the unit's stats."""
 from __future__ import annotations
 
 import logging
@@ -37,7 +40,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class DMConfig:
     iterations: int = 300
-    lr: float = 0.01  # Adam, in pixel units
+    lr: float = 0.01  # Adam, in lr_units
+    lr_units: str = "auto"  # pixels | normalized | auto (images: pixels; vectors: normalized)
     batch_real: int = 64  # real samples per class per step (256 in the paper; CPU budget)
     net: str | None = None  # embedding net; default convnet:depth=3,width=32,norm=instance (images) / mlp:hidden=128 (vectors)
     init: str = "real"  # real | noise | diverse (graph-cut choice among quantized real samples)
@@ -99,9 +103,15 @@ class DM(Method):
         x0 = self._init(unit, g).float()
         lq = LoopQuantizer(cfg.quantizer, x0, info).to(dev) if cfg.quantizer.enabled else None
         latent = (lq.latent(x0) if lq else x0.clone()).to(dev).requires_grad_(True)
-        lr = cfg.lr
-        if lq is not None and lq.space.mean is not None:
-            lr = cfg.lr / statistics.fmean(lq.space.std)
+        units = cfg.lr_units if cfg.lr_units != "auto" else ("pixels" if info.kind == "image" else "normalized")
+        if units not in ("pixels", "normalized"):
+            raise TinysetError(f"dm lr_units must be pixels, normalized or auto, not {cfg.lr_units!r}")
+        latent_normalized = lq is not None and lq.space.mean is not None
+        std = statistics.fmean(info.std)
+        if units == "pixels":
+            lr = cfg.lr / std if latent_normalized else cfg.lr
+        else:
+            lr = cfg.lr if latent_normalized else cfg.lr * std
         opt = torch.optim.Adam([latent], lr=lr)
         qopt = lq.optimizer() if lq is not None else None
         k = unit.per_class
@@ -147,7 +157,10 @@ class DM(Method):
             ctx.counter.backward += len(latent)
             if cfg.log_every and (it % cfg.log_every == 0 or it == cfg.iterations - 1):
                 ctx.runlog.write(f"dm {unit.key}", it=it, loss=float(loss.detach()))
-        stats = {"iterations_run": cfg.iterations, "seconds": time.perf_counter() - t0, "final_loss": float(loss.detach()) if cfg.iterations else None}
+        stats = {"iterations_run": cfg.iterations, "seconds": time.perf_counter() - t0,
+                 "final_loss": float(loss.detach()) if cfg.iterations else None, "lr_units": units, "latent_lr": lr}
+        if lq is not None:
+            stats["quantizer_space"] = "normalized" if latent_normalized else "pixels"
         with torch.no_grad():
             if lq is None:
                 x = latent.detach().clamp(0, 1) if image else latent.detach()
