@@ -143,8 +143,9 @@ def test_ssdd_storage_matches_the_manifest_and_budget(tmp_path, digits, ssl_teac
     assert floats + (cfg.image_bases + cfg.repr_bases) > budget * math.prod(digits.info.shape)  # one more image would not fit
     x, y, _ = load_pretrain_pairs(res.path)
     assert x.shape == (4 * m, 1, 16, 16) and y.shape == (4 * m, ssl_teacher.dim)
-    assert x.min() >= 0 and x.max() <= 1
+    assert man["decoder"]["config"]["clamp"] is False  # the reference's default: pixels as optimised, unclamped
     assert torch.equal(x[m:2 * m], rotate(x[:m], 1))  # exact views
+    assert set(man["synthesis"]["approx_zero_shift_error"]) == {"1", "2", "3"}  # the networks' error beside its baseline
     assert man["decoder"]["name"] == "bases" and "view3.fc1.weight" in load_artifact(res.path).tensors
     # storing every view's coefficients instead of the networks: fewer images in the same budget
     res2 = _ssl_run(tmp_path / "stored", "ssdd", teacher_cache, **{**args, "approx": False})
@@ -160,7 +161,7 @@ def test_krr_st_run_and_transfer(tmp_path, digits, ssl_teacher, teacher_cache, m
     x, y, man = load_pretrain_pairs(res.path)
     assert x.shape == (12, 1, 16, 16) and y.shape == (12, ssl_teacher.dim)
     assert man["stored_floats"] == 12 * (256 + ssl_teacher.dim)
-    cfg = TransferConfig(model=TINY, seeds=2, pretrain_epochs=2, probe_steps=20, finetune_epochs=1, max_train=200, max_test=100)
+    cfg = TransferConfig(model=TINY, seeds=2, pretrain_steps=4, probe_steps=20, finetune_epochs=1, max_train=200, max_test=100)
     rep = evaluate_transfer(x, y, digits.info, digits, cfg, "cpu")
     assert rep["linear"]["seeds"] == 2 and 10 < rep["linear"]["mean"] <= 100
     assert 0 <= rep["finetune"]["mean"] <= 100 and rep["train_images"] == 200
@@ -172,7 +173,7 @@ def test_krr_st_run_and_transfer(tmp_path, digits, ssl_teacher, teacher_cache, m
 
     rcfg = RunConfig(device="cpu")
     rcfg.teacher.cache_dir = str(teacher_cache)
-    over = [{"model": TINY, "seeds": 1, "pretrain_epochs": 1, "probe_steps": 10, "modes": ["linear"], "max_train": 100, "max_test": 50}]
+    over = [{"model": TINY, "seeds": 1, "pretrain_steps": 2, "probe_steps": 10, "modes": ["linear"], "max_train": 100, "max_test": 50}]
     table = transfer_run(res.path, "digits", rcfg, over, progress=False)
     assert "| krr_st | linear | 1 |" in table and "no_pretrain" in table and "random (12 images)" in table
     assert (res.path / "transfer-digits.json").exists()

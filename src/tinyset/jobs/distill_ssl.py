@@ -84,20 +84,40 @@ def load_pretrain_pairs(run: str | Path) -> tuple[torch.Tensor, torch.Tensor, di
     return art.images, art.targets, art.manifest
 
 
+def load_pretrain_set(run: str | Path) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, dict]:
+    """(images, targets, labels, manifest) of any distilled run: a self-supervised one has targets
+    (pre-trained by MSE), a supervised one (random, DM, E2D, ...) labels (pre-trained by cross-entropy)."""
+    art = load_artifact(run)
+    if art.manifest.get("self_supervised"):
+        if art.targets is None:
+            raise TinysetError(f"{run}: a self-supervised run without targets; re-distil it")
+        return art.images, art.targets, None, art.manifest
+    if art.labels is None:
+        raise TinysetError(f"{run} (made by {art.manifest.get('method')}) holds neither targets nor labels; transfer cannot pre-train on it")
+    if art.images.dim() != 4:
+        raise TinysetError(f"{run} holds vectors, not images; transfer needs images")
+    return art.images, None, art.labels, art.manifest
+
+
 def transfer_run(run: str | Path, target: str, cfg: RunConfig, overrides: list[dict] | None = None,
                  baselines: bool = True, progress: bool = True) -> str:
-    """``tinyset eval RUN --transfer TARGET``: the run's pairs, the no-pre-training network and (with
-    ``baselines``) a random real subset of the same storage with the teacher's features as targets,
-    all under one protocol; writes ``transfer-<target>.json`` and ``.md`` in the run, returns the table."""
+    """``tinyset eval RUN --transfer TARGET[,TARGET...]``: the run's set, the no-pre-training network
+    and (with ``baselines``) a random real subset under one protocol: for a self-supervised run the
+    subset has the run's storage and the teacher's features as targets, and the teacher's own linear
+    probe is a row too; for a supervised run (random, DM, E2D, ...) the subset has as many labelled
+    images and both pre-train by cross-entropy. Each set is pre-trained once per seed for every
+    target. Writes ``transfer-<target>.json`` and ``.md`` in the run per target, returns the tables."""
     import json
 
     from ..config import DataConfig, apply_mapping
-    from ..eval.transfer import TransferConfig, evaluate_transfer, markdown
-    from ..methods.krr_st import krr_st_size
+    from ..eval.transfer import (TransferConfig, TransferTarget, evaluate_transfer_targets, markdown, prepare_targets,
+                                 probe_encoder)
+    from ..methods.krr_st import features_of, krr_st_size
     from ..utils.files import atomic_write_text
 
     run = Path(run)
-    x, y, manifest = load_pretrain_pairs(run)
+    x, y, labels, manifest = load_pretrain_set(run)
+    ssl = labels is None
     tcfg = TransferConfig(seeds=cfg.eval.seeds)
     for o in overrides or []:
         apply_mapping(tcfg, o)
@@ -105,22 +125,45 @@ def transfer_run(run: str | Path, target: str, cfg: RunConfig, overrides: list[d
     src = load_dataset(cfg.data.dataset, cfg.data)
     if manifest.get("dataset") != src.info.name:
         raise TinysetError(f"run {run} was distilled from {manifest.get('dataset')}, not {src.info.name}")
-    tds = load_dataset(target, DataConfig(dataset=target, data_root=cfg.data.data_root, image_size=src.info.image_size))
-    rows = {manifest["method"]: evaluate_transfer(x, y, src.info, tds, tcfg, device, cfg.seed, progress)}
-    if baselines:
-        rows["no_pretrain"] = evaluate_transfer(None, None, src.info, tds, tcfg, device, cfg.seed, progress)
-        teacher = get_ssl_teacher(src, SSLConfig(checkpoint=manifest["teacher"]["path"], cache_dir=cfg.teacher.cache_dir), device)
-        from ..teachers.ssl import teacher_features
+    names = [t.strip() for t in target.split(",") if t.strip()]
+    if not names:
+        raise TinysetError("--transfer needs a target dataset")
+    tlist = [TransferTarget(t, load_dataset(t, DataConfig(dataset=t, data_root=cfg.data.data_root,
+                                                          image_size=src.info.image_size))) for t in names]
+    prep = prepare_targets(tlist, src.info, tcfg)
+    rows: dict[str, dict] = {t: {} for t in names}
 
-        feats = teacher_features(teacher, src.train, f"{src.info.name}-train", (0,), device)
-        m = krr_st_size(manifest["stored_floats"], src.info.shape, teacher.dim)
-        idx = torch.randperm(len(src.train), generator=generator(derive_seed(cfg.seed, "transfer-random")))[:m]
-        rows[f"random ({m} images)"] = evaluate_transfer(src.train.get_batch(idx)[0], feats[0, idx], src.info, tds, tcfg,
-                                                         device, cfg.seed, progress)
-    report = {"run": str(run), "target": tds.info.name, "config": to_dict(tcfg), "rows": rows,
-              "stored_floats": manifest["stored_floats"]}
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target)
-    atomic_write_text(run / f"transfer-{safe}.json", json.dumps(report, indent=2, default=str))
-    table = markdown(report, f"transfer of {run.name} ({manifest['method']}, {manifest['stored_floats']} floats) to {tds.info.name}")
-    atomic_write_text(run / f"transfer-{safe}.md", table)
-    return table
+    def add(label: str, reps: dict) -> None:
+        for t, rep in reps.items():
+            rows[t][label] = rep
+
+    add(manifest["method"], evaluate_transfer_targets(x, y, src.info, tlist, tcfg, device, cfg.seed, progress,
+                                                      labels=labels, prepared=prep))
+    if baselines:
+        add("no_pretrain", evaluate_transfer_targets(None, None, src.info, tlist, tcfg, device, cfg.seed, progress, prepared=prep))
+        g = generator(derive_seed(cfg.seed, "transfer-random"))
+        if ssl:
+            teacher = get_ssl_teacher(src, SSLConfig(checkpoint=manifest["teacher"]["path"], cache_dir=cfg.teacher.cache_dir), device)
+            m = krr_st_size(manifest["stored_floats"], src.info.shape, teacher.dim)
+            xr = src.train.get_batch(torch.randperm(len(src.train), generator=g)[:m])[0]
+            yr = features_of(teacher.encoder, xr, (0,), device)[0]
+            add(f"random ({m} images)", evaluate_transfer_targets(xr, yr, src.info, tlist, tcfg, device, cfg.seed, progress,
+                                                                  prepared=prep))
+            add("SSL teacher (frozen, linear probe)", probe_encoder(teacher.encoder, tlist, src.info, tcfg, device, cfg.seed,
+                                                                    prepared=prep))
+        else:
+            m = len(x)
+            xr, yr = src.train.get_batch(torch.randperm(len(src.train), generator=g)[:m])
+            add(f"random ({m} labelled images)", evaluate_transfer_targets(xr, None, src.info, tlist, tcfg, device, cfg.seed,
+                                                                           progress, labels=yr, prepared=prep))
+    tables = []
+    for t, tds in zip(names, tlist):
+        report = {"run": str(run), "target": tds.dataset.info.name, "config": to_dict(tcfg), "rows": rows[t],
+                  "stored_floats": manifest.get("stored_floats"), "pretrain": "mse to targets" if ssl else "cross-entropy on labels"}
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in t)
+        atomic_write_text(run / f"transfer-{safe}.json", json.dumps(report, indent=2, default=str))
+        floats = f", {manifest['stored_floats']} floats" if manifest.get("stored_floats") else ""
+        table = markdown(report, f"transfer of {run.name} ({manifest['method']}{floats}) to {tds.dataset.info.name}")
+        atomic_write_text(run / f"transfer-{safe}.md", table)
+        tables.append(table)
+    return "\n".join(tables)

@@ -9,7 +9,12 @@ compact parameterisation.
    every image is in the pool networks' regression and in the KRR support set.
 3. Approximation: afterwards one tiny residual network per non-identity view predicts that view's
    coefficients from the unrotated ones, so only the networks are stored (``approx=False`` stores
-   every view's coefficients instead, the ablation).
+   every view's coefficients instead, the ablation). Their relative error is reported beside the
+   "predict zero shift" baseline (c_r ~= c_0), which a useful network must beat.
+
+The outer loop, the pool and the real batches are KRR-ST's (``krr_st.py``), with the same reference
+defaults. Nothing is clamped unless ``clamp`` is set, and then the loop and the decoder clamp the same
+pixels, so the decoded set is exactly the set that was optimised.
 
 The stored components and the ``bases`` decoder that rebuilds images and targets are counted
 float by float against the budget (``budget`` in images' worth of floats)."""
@@ -23,10 +28,13 @@ import torch
 
 from ..errors import TinysetError
 from ..data.views import QUARTER_TURNS, all_views
-from ..param.view_nets import fit_view_net, n_params, view_net_state
-from ..param.bases import BasesParam, downsample, pca_bases, project, random_bases
+from ..param.view_nets import fit_view_net, n_params, view_net_state, zero_shift_error
+from ..param.bases import BasesParam, PixelViewsParam, downsample, pca_bases, project, random_bases
 from .base import register_method
-from .krr_st import KRRSTConfig, SelfSupervisedMethod, SupportSet, budget_floats, choose_real, run_krr_st
+from .krr_st import (KRRSTConfig, SelfSupervisedMethod, SupportSet, budget_floats, check_config, choose_real, features_of,
+                     make_real, run_krr_st)
+
+BASES = ("pca", "random", "none")
 
 
 @dataclass
@@ -35,7 +43,9 @@ class SSDDConfig(KRRSTConfig):
     repr_bases: int = 200  # V
     low_res: int | None = None  # bases' resolution (default half the image size)
     views: tuple[int, ...] = QUARTER_TURNS  # quarter turns; (0,) = no predefined augmentation
-    init_bases: str = "pca"  # pca | random
+    # pca | random (the ablation) | none: no bases at all, full-resolution pixels and raw targets per
+    # view (KRR-ST with the views: the pixels_views ablation; the view networks then map raw targets)
+    init_bases: str = "pca"  # pca | random (ablation) | none (no bases: pixels + raw targets per view, pixels_views)
     approx: bool = True  # store tiny view networks instead of every view's coefficients
     approx_hidden: int = 4
     approx_steps: int = 2000
@@ -46,7 +56,10 @@ class SSDDConfig(KRRSTConfig):
 
 
 class BasesSupport(SupportSet):
-    def __init__(self, param: BasesParam, views: tuple[int, ...]):
+    """Every view of every image in the support: images from ``param.images()`` (clamped there when
+    the set is distilled with ``clamp``; the decoder does the same), targets per view."""
+
+    def __init__(self, param: BasesParam | PixelViewsParam, views: tuple[int, ...]):
         super().__init__()
         self.param = param
         self.views = tuple(views)
@@ -56,21 +69,23 @@ class BasesSupport(SupportSet):
         y = self.param.targets().flatten(0, 1)  # [R*m, d], view-major like the images
         return x, y
 
-    @torch.no_grad()
-    def clamp_(self):
-        pass  # pixels are clamped when decoded for storage and use, not in coefficient space
-
     def param_groups(self, cfg):
-        p = self.param
-        return [{"params": [p.image_coeff, p.image_bases], "lr": cfg.image_lr},
-                {"params": [p.repr_coeff, p.repr_bases], "lr": cfg.target_lr}]
+        return self.param.groups(cfg.image_lr, cfg.target_lr)
+
+
+def _no_bases(cfg) -> bool:
+    return cfg.init_bases == "none"
 
 
 def ssdd_floats(m: int, cfg: SSDDConfig, low_shape, dim: int) -> int:
     """Floats stored for m images: bases, image coefficients, representation coefficients of the
-    identity view (every view without ``approx``) and the view networks."""
+    identity view (every view without ``approx``) and the view networks. Without bases
+    (``init_bases="none"``, ``low_shape`` = the image shape): pixels, raw targets and the networks."""
     r = len(cfg.views)
     low = math.prod(low_shape)
+    if _no_bases(cfg):
+        fixed = (r - 1) * n_params(dim, cfg.approx_hidden) if cfg.approx else 0
+        return fixed + m * (low + dim * (1 if cfg.approx else r))
     fixed = cfg.image_bases * low + cfg.repr_bases * dim
     if cfg.approx:
         fixed += (r - 1) * n_params(cfg.repr_bases, cfg.approx_hidden)
@@ -88,61 +103,87 @@ def ssdd_size(budget: float, cfg: SSDDConfig, low_shape, dim: int) -> int:
     return m
 
 
+def store_set(param: BasesParam | PixelViewsParam, views: tuple[int, ...], approx: bool, cfg: SSDDConfig,
+              g: torch.Generator) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """The stored components of a distilled set (the view networks fitted here) and, per view, the
+    networks' relative error beside the "predict zero shift" baseline (c_r ~= c_0)."""
+    tensors = param.stored(approx)
+    err, zero = {}, {}
+    if approx:
+        rc = param.coefficients().detach().cpu()
+        for j in range(1, len(views)):
+            net, rel = fit_view_net(rc[0], rc[j], cfg.approx_hidden, cfg.approx_steps, cfg.approx_lr,
+                                    seed=int(torch.randint(1 << 62, (1,), generator=g)))
+            tensors.update(view_net_state(net, f"view{j}"))
+            err[str(views[j])] = rel
+            zero[str(views[j])] = zero_shift_error(rc[0], rc[j])
+    return tensors, err, zero
+
+
+def decoder_config(param: BasesParam | PixelViewsParam, views: tuple[int, ...], approx: bool, clamp: bool) -> dict:
+    cfg = {"views": list(views), "approx": approx, "clamp": bool(clamp)}
+    if isinstance(param, BasesParam):
+        cfg.update(low_shape=list(param.low_shape), size=param.size)
+    return cfg
+
+
 @register_method("ssdd", "boosted self-supervised distillation: PCA bases, rotation views, tiny view networks (no labels)")
 class SSDD(SelfSupervisedMethod):
     Config = SSDDConfig
 
     def distill_set(self, teacher, g):
-        from ..teachers.ssl import teacher_features
-
         ds, cfg, dev = self.ctx.dataset, self.cfg, self.ctx.device
+        check_config(cfg)
         views = tuple(int(v) % 4 for v in cfg.views)
         if views[0] != 0 or len(set(views)) != len(views):
             raise TinysetError(f"method_args.views must start with 0 and not repeat, got {list(cfg.views)}")
+        if cfg.init_bases not in BASES:
+            raise TinysetError(f"method_args.init_bases must be one of {', '.join(BASES)}, got {cfg.init_bases!r}")
         c, size = ds.info.channels, ds.info.image_size
-        low = int(cfg.low_res or max(1, size // 2))
+        low = size if _no_bases(cfg) else int(cfg.low_res or max(1, size // 2))
         low_shape = (c, low, low)
         approx = bool(cfg.approx and len(views) > 1)
         eff = dataclasses.replace(cfg, views=views, approx=approx)
-        feats = teacher_features(teacher, ds.train, f"{ds.info.name}-train", views, dev)
         budget = budget_floats(cfg, ds.info.shape)
         m = ssdd_size(budget, eff, low_shape, teacher.dim) if budget is not None else cfg.m
         idx = choose_real(ds, m, g)
         x0, _ = ds.train.get_batch(idx)
-        # bases: PCA of a fixed random sample of real images (low resolution) and of their features
+        # the teacher's features of the chosen images under every view (their clean, upright crops)
+        f0 = features_of(teacher.encoder, x0, views, dev)
         pidx = torch.randperm(len(ds.train), generator=g)[: cfg.pca_samples]
-        if cfg.init_bases == "pca":
+        if cfg.init_bases == "pca":  # PCA of a fixed random sample of real images (low resolution) and of their features
             xp, _ = ds.train.get_batch(pidx)
             ib = pca_bases(downsample(xp, low), cfg.image_bases)
-            rb = pca_bases(feats[:, pidx].flatten(0, 1), cfg.repr_bases)
+            rb = pca_bases(features_of(teacher.encoder, xp, views, dev).flatten(0, 1), cfg.repr_bases)
         elif cfg.init_bases == "random":
             ib = random_bases(cfg.image_bases, math.prod(low_shape), g)
             rb = random_bases(cfg.repr_bases, teacher.dim, g)
+        if _no_bases(cfg):
+            param = PixelViewsParam(x0, f0, clamp=cfg.clamp)
         else:
-            raise TinysetError(f"method_args.init_bases must be pca or random, got {cfg.init_bases!r}")
-        icoef = project(downsample(x0, low), ib)
-        rcoef = torch.stack([project(feats[j, idx], rb) for j in range(len(views))])
-        param = BasesParam(icoef, ib, rcoef, rb, low_shape, size)
+            icoef = project(downsample(x0, low), ib)
+            rcoef = torch.stack([project(f0[j], rb) for j in range(len(views))])
+            param = BasesParam(icoef, ib, rcoef, rb, low_shape, size, clamp=cfg.clamp)
         support = BasesSupport(param, views)
-        stats = run_krr_st(support, ds, feats, cfg, dev, g, self.ctx.runlog, self.ctx.progress, self.name)
+        stats = {"steps": 0}
+        if cfg.steps > 0:
+            real = make_real(ds, cfg, views, teacher, dev, g)
+            stats = run_krr_st(support, ds, real, cfg, dev, g, self.ctx.runlog, self.ctx.progress, self.name)
         param = param.cpu()
-        tensors = {k: getattr(param, k).detach().clone() for k in ("image_coeff", "image_bases", "repr_bases")}
-        rc = param.repr_coeff.detach()
-        approx_err = {}
-        if approx:
-            tensors["repr_coeff"] = rc[:1].clone()
-            for j in range(1, len(views)):
-                net, rel = fit_view_net(rc[0], rc[j], cfg.approx_hidden, cfg.approx_steps, cfg.approx_lr,
-                                        seed=int(torch.randint(1 << 62, (1,), generator=g)))
-                tensors.update(view_net_state(net, f"view{j}"))
-                approx_err[str(views[j])] = rel
-        else:
-            tensors["repr_coeff"] = rc.clone()
+        tensors, approx_err, zero_err = store_set(param, views, approx, cfg, g)
+        dcfg = decoder_config(param, views, approx, cfg.clamp)
+        from ..artifact.bases_decoder import decode_bases
+
+        with torch.no_grad():
+            optimised = all_views(param.images(), views)
+        decoded = decode_bases(tensors, dcfg)["images"]
+        if not torch.allclose(decoded, optimised, rtol=0, atol=1e-5):
+            raise TinysetError(f"internal: the stored set decodes to other pixels than were optimised "
+                               f"(max difference {float((decoded - optimised).abs().max()):.2e})")
         floats = sum(t.numel() for t in tensors.values())
         expected = ssdd_floats(m, eff, low_shape, teacher.dim)
         if floats != expected:
             raise TinysetError(f"internal: stored {floats} floats, the budget arithmetic says {expected}")
-        stats.update(m=m, stored_floats=floats, approx_relative_error=approx_err, source_indices=idx.tolist())
-        decoder = {"name": "bases", "config": {"low_shape": list(low_shape), "size": size, "views": list(views),
-                                               "approx": approx}}
-        return {"tensors": tensors, "decoder": decoder, "stats": stats}
+        stats.update(m=m, stored_floats=floats, approx_relative_error=approx_err, approx_zero_shift_error=zero_err,
+                     source_indices=idx.tolist())
+        return {"tensors": tensors, "decoder": {"name": "bases", "config": dcfg}, "stats": stats}

@@ -59,6 +59,13 @@ def _fit(c0, cr, hidden, steps, lr, seed):
     return net.eval(), rel
 
 
+def zero_shift_error(c0: torch.Tensor, cr: torch.Tensor) -> float:
+    """The baseline a view network has to beat: predict no shift at all (c_r ~= c_0, i.e. the
+    residual branch outputs zero), as a relative error ||c_0 - c_r|| / ||c_r||."""
+    c0, cr = c0.detach().float(), cr.detach().float()
+    return float((c0 - cr).norm() / cr.norm().clamp_min(1e-12))
+
+
 def view_net_state(net: ViewNet, prefix: str) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().clone() for k, v in net.state_dict().items()}
 

@@ -1,6 +1,7 @@
 """Self-supervised teachers: trained once without labels, cached by dataset + model + config hash,
 checkpointed every epoch with the generator state so an interrupted run resumes to the same
-weights; or any encoder checkpoint (a supervised teacher's last linear layer is dropped)."""
+weights; or any encoder checkpoint (a classifier's last linear layer is dropped: a supervised
+teacher, or a pinned SSL encoder saved with its linear-probe head as ``.safetensors``)."""
 from __future__ import annotations
 
 import hashlib
@@ -83,7 +84,9 @@ def get_ssl_teacher(ds: Dataset, cfg: SSLConfig, device="cpu", progress: bool = 
     """A frozen encoder for ``ds``: the user's checkpoint, else the cached one, else train it."""
     device = torch.device(device)
     if cfg.checkpoint:
-        raw = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False) if Path(cfg.checkpoint).is_file() else None
+        path = Path(cfg.checkpoint)
+        # a .safetensors file is a classifier (e.g. a pinned SSL teacher with its linear-probe head): not a pickle
+        raw = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() and path.suffix != ".safetensors" else None
         if isinstance(raw, dict) and raw.get("encoder"):  # a tinyset SSL encoder (encoder.pt)
             enc = build_encoder(raw["model"], ds.info)
             enc.load_state_dict(raw["state_dict"])
