@@ -1,26 +1,41 @@
-"""QuADD: distillation under a bit budget. Three parts, one rows file each:
+"""QuADD: distillation under a bit budget, counted honestly (issue 22). One rows file per dataset:
 
 (A) CIFAR-10, equal IPC 10 at 32/8/4/3/2 bits: ``fp32``, ``posthoc`` (tinyset compress of the fp32
-    set, calibrated clip) and ``quadd`` (quantizer in the loop), with DM and E2D as the base,
-    uniform at 8/4 bits and uniform + APoT at 3/2 bits.
-(B) CIFAR-10, fixed budget = IPC 10 at 32 bits (``ipc10@32``): the budget planner's images per
-    class at 8/4/3/2 bits (40, 80, 106, 159: 160@2 is over by the labels and clip bytes), QuADD on
-    both bases, the quantized random real subset (``random``), and the honest 8-bit points
-    (``uint8``: the random real subset and the DM set stored as 8-bit codes).
-(C) beam data (``tinyset.data.beam``): full data at 32 and 8 bits, random subsets, DM, QuADD and
-    post-hoc at several compression ratios; MLP students, hard labels, top-1 and top-3.
+    set, calibrated clip of the same granularity as the loop's: one per set for DM, one per image
+    for E2D) and ``quadd`` (quantizer in the loop), with DM and E2D as the base, uniform at 8/4 bits
+    and uniform + APoT at 3/2 bits; ``random`` = the random real subset at every (IPC, bits) of the
+    part (quantized post hoc, one clip). Students learn from the pinned teacher online (label mode
+    ``teacher``: its bytes count in ``student_bytes``).
+(B) CIFAR-10, fixed budget = the fp32 IPC-10 set's bytes, under two label modes: ``hard`` (budget =
+    its set_bytes) and ``stored`` (soft labels stored beside the set and counted: budget = its
+    set_bytes + its stored soft labels). At each width, the most images per class whose
+    student_bytes fit (per base: E2D's per-image clips cost bytes too): the random real subset, QuADD
+    on both bases, the honest 8-bit points (``uint8``: the random subset and the DM set as 8-bit
+    codes), and the fp32 IPC-10 references themselves.
+(C) beam data (``tinyset.data.beam``): full data at 32 bits, 8 bits and on 3GPP's L1-RSRP reporting
+    grid (7 bits, 1 dB: the realistic full-data reference), random subsets, DM, QuADD and post-hoc
+    at several sizes; MLP students, hard labels, top-1 and top-3. Quantizers work in normalised
+    units (their clips learn; in raw dBm at lr 0.01 they barely moved).
+
+Every CIFAR row is evaluated under the ``rded`` protocol (``eval.protocol=rded``; ``--protocol``,
+``--eval-set`` override it) with the pinned ConvNet-3 teacher (``benchmarks/pinned.py``). Seeds are
+paired: seed s re-synthesises the set (run seed s) or redraws the random subset, then trains one
+student; each seed is kept under the work folder as it finishes (a rerun resumes), and a row's std
+holds synthesis and training variance. 5 seeds by default.
 
     python benchmarks/quadd.py --part beam
-    python benchmarks/quadd.py --part cifar --data-root ../shared/data --cache benchmarks/cache
+    python benchmarks/quadd.py --part cifar --data-root ../shared/data --sections A --bases dm
     python benchmarks/quadd.py --part cifar --smoke      # a minutes-long check of the script
 
-``bytes`` = every stored byte a student needs (data or codes + quantizer state + labels packed at
-ceil(log2 K) bits; fp32 rows count float32 data + the same packed labels). ``compression`` =
-bytes of the reference (the fp32 IPC-10 set for CIFAR, the full float32 data for beam) / bytes.
-Rows are written as they finish; a rerun skips rows already in the results file."""
+``set_bytes`` = the set file on disk (codes or pixels, clips, labels, header and decode metadata);
+``student_bytes`` = set_bytes + what the label mode needs (hard: nothing; stored: the soft-labels
+file; teacher: the teacher's parameters at float32). Compression is quoted on both, against the
+fp32 IPC-10 set (CIFAR) or the full float32 data (beam). Rows are written as they finish; a rerun
+skips finished rows and seeds."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import statistics
@@ -29,25 +44,31 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line
-from tinyset.artifact import load_artifact
-from tinyset.artifact.decoders import label_bits
-from tinyset.budget import parse_budget, plan_budget
-from tinyset.compress import CompressConfig, compress_artifact
-from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
+from common import RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std, paired_seeds
+from pinned import PINNED, add_teacher_args, load_pinned, paths
+from tinyset.artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
+from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig, build_config, describe_protocol, to_dict
 from tinyset.data import load_dataset
 from tinyset.data.base import TensorSplit
-from tinyset.data.beam import topk_accuracy
+from tinyset.data.beam import class_balance, rsrp_from_report, rsrp_report, topk_accuracy
 from tinyset.eval.protocol import eval_spec, train_student
+from tinyset.eval.trainer import train
+from tinyset.jobs.budget import LabelCost, parse_budget, plan_budget
+from tinyset.jobs.compress import CompressConfig, attach_soft_labels, compress_artifact, quantize_set
+from tinyset.jobs.distill import distill
 from tinyset.kd import build_kd_loss
 from tinyset.models import get_model
-from tinyset.eval.trainer import train
-from tinyset.pipeline import distill
-from tinyset.teacher import get_teacher
+from tinyset.quant import build_quantizer
+from tinyset.quant.codes import components_from_codes, pack_labels
+from tinyset.quant.soft_labels import soft_label_file_bytes
+from tinyset.quant.space import DataSpace
+from tinyset.teachers.supervised import get_teacher
 from tinyset.utils.seeding import derive_seed
 
 HERE = Path(__file__).parent
 log = logging.getLogger("benchmarks.quadd")
+
+DEADLINE = Deadline(None)  # --max-minutes; checked before every synthesis, compression, row and seed
 
 
 class QuaddRows(Rows):
@@ -55,35 +76,18 @@ class QuaddRows(Rows):
         return (row["dataset"], row["row_id"])
 
 
-def labels_bytes(n: int, k: int) -> int:
-    return (n * label_bits(k) + 7) // 8
-
-
-def honest_bytes(art) -> int:
-    """Stored bytes with labels packed (what a quantized artifact holds; fp32 artifacts keep int64
-    labels, which would flatter every compression ratio)."""
-    if art.decoder["name"] == "quantized":
-        return art.total_bytes
-    x, y = art.images, art.labels
-    k = (art.manifest.get("dataset_info") or {}).get("num_classes") or int(y.max()) + 1
-    return 4 * x.numel() + labels_bytes(len(y), k)
-
-
 # ----------------------------------------------------------------------------------------------
-# shared: make a set (distill / compress) once, cached under benchmarks/work
+# shared: make a set (distill / compress / relabel) once per seed, cached under the work folder
 # ----------------------------------------------------------------------------------------------
 
 
-DEADLINE = Deadline(None)  # --max-minutes; checked before every synthesis, compression and row
-
-
-def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, ipc: int, margs: dict) -> Path:
-    out = work / name
+def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, ipc: int, margs: dict, seed: int = 0) -> Path:
+    out = work / f"{name}-s{seed}"
     if not out.exists():
         DEADLINE.check()
         # beam sets need no teacher (tcfg None): the default config, never used, keeps RunConfig whole
         cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg or TeacherConfig(), evaluate=False,
-                        data=DataConfig(dataset=ds_name, data_root=data_root))
+                        data=DataConfig(dataset=ds_name, data_root=data_root), seed=seed)
         cfg.method_args = {**margs}
         if method in ("e2d", "sre2l"):
             cfg.method_args.setdefault("log_every", 0)
@@ -91,17 +95,43 @@ def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, 
     return out
 
 
-def make_compressed(work: Path, src: Path, quantizer: str, bits: int, calibrate: int = 100, granularity="tensor") -> Path:
-    out = work / f"{src.name}-{quantizer}{bits}{'' if calibrate else '-raw'}"
+def make_compressed(src: Path, quantizer: str, bits: int, calibrate: int = 100, granularity="tensor", **q) -> Path:
+    out = src.parent / f"{src.name}-{quantizer}{bits}{granularity[0]}{'' if calibrate else '-raw'}"
     if not out.exists():
         DEADLINE.check()
         compress_artifact(src, out, CompressConfig(quantizer=quantizer, bits=bits, calibrate_steps=calibrate,
-                                                   granularity=granularity))
+                                                   granularity=granularity, **q))
     return out
 
 
-def qargs(name, bits, gran="tensor"):
-    return {"quantizer": {"name": name, "bits": bits, "granularity": gran}}
+def with_soft_labels(src: Path, teacher, k: int | None, bits: int) -> Path:
+    """The same set file with the teacher's soft labels stored beside it (label mode stored)."""
+    out = src.parent / f"{src.name}-soft{k or 'all'}b{bits}"
+    if not out.exists():
+        DEADLINE.check()
+        attach_soft_labels(src, out, teacher, k, bits)
+    return out
+
+
+def qargs(name, bits, gran="tensor", **extra):
+    return {"quantizer": {"name": name, "bits": bits, "granularity": gran, **extra}}
+
+
+def synthesis_seconds(art) -> float | None:
+    syn = art.manifest.get("synthesis") or {}
+    return syn.get("seconds")
+
+
+def summarise(recs: list[dict]) -> dict:
+    accs = [r["accuracy"] for r in recs]
+    mean, std = mean_std(accs)
+    out = {"seeds": len(recs), "accuracy_mean": mean, "accuracy_std": std, "accuracies": accs,
+           "synthesis_seeds": [r["seed"] for r in recs],
+           "set_bytes": max(r["set_bytes"] for r in recs), "student_bytes": max(r["student_bytes"] for r in recs)}
+    syn = [r["synthesis_seconds"] for r in recs if r.get("synthesis_seconds") is not None]
+    out["synthesis_seconds"] = statistics.fmean(syn) if syn else None
+    out["eval_seconds"] = round(statistics.fmean(r["eval_seconds"] for r in recs), 1)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,105 +139,174 @@ def qargs(name, bits, gran="tensor"):
 # ----------------------------------------------------------------------------------------------
 
 
+def eval_config(protocol: str, student: str, overrides: list[str]) -> EvalConfig:
+    """The resolved EvalConfig of a named protocol with dotted ``eval.`` overrides."""
+    extra = [o if o.startswith("eval.") else f"eval.{o}" for o in overrides]
+    return build_config(RunConfig, None, [f"eval.protocol={protocol}", f"eval.student={student}", *extra]).eval
+
+
 def cifar(args) -> None:
     smoke = args.smoke
     if smoke:
         torch.set_num_threads(1)
-    ds = load_dataset("cifar10", DataConfig(dataset="cifar10", data_root=args.data_root))
-    ready = (Path(args.cache) / "READY").exists()
-    if smoke and not ready:  # the script's check: a tiny teacher, trained in seconds
+    dsname = args.dataset
+    if dsname != "cifar10" and not smoke:
+        raise SystemExit("--dataset other than cifar10 is for --smoke checks (the pinned teacher is CIFAR-10's)")
+    ds = load_dataset(dsname, DataConfig(dataset=dsname, data_root=args.data_root))
+    k = ds.info.num_classes
+    if smoke:  # the script's check: a tiny teacher, trained in seconds (not the pinned one)
         tcfg = TeacherConfig(model="convnet:depth=3,width=16", epochs=1, cache_dir=str(WORK / "smoke-cache"))
+        teacher = get_teacher(ds, tcfg, "cpu", progress=False)
+        tname = "smoke teacher"
     else:
-        tcfg = TeacherConfig(model="convnet3", epochs=10, cache_dir=args.cache)
-    teacher = get_teacher(ds, tcfg, "cpu", progress=False)
+        teacher = load_pinned(args.pinned_teacher, ds, retrain=args.retrain_teacher, cache=args.cache)
+        tcfg = dataclasses.replace(PINNED[args.pinned_teacher].teacher, checkpoint=str(paths(args.pinned_teacher)[0]))
+        tname = f"pinned `{args.pinned_teacher}`"
+    tmodel = teacher.model.eval()
+    tb = teacher_bytes(tmodel)
     ipc0 = 1 if smoke else 10
     seeds = 1 if smoke else args.seeds
-    epochs = 2 if smoke else args.epochs
+    over = list(args.eval_set) + (["epochs=2"] if smoke else [])
+    ecfg_a = eval_config(args.protocol, args.student, over)
+    ecfg_b = eval_config(args.protocol, args.b_student, over)
     dm_args = {"iterations": 3 if smoke else args.dm_iterations, "batch_real": 16 if smoke else 64}
     e2d_args = {"iterations": 3 if smoke else 200, "class_stats": not smoke}
-    bases = {"dm": ("dm", dm_args), "e2d": ("e2d", e2d_args)}
-    student = args.student
-    work = WORK / ("quadd-cifar-smoke" if smoke else "quadd-cifar")
-    name = "quadd_cifar10_smoke" if smoke else "quadd_cifar10"
-    k = ds.info.num_classes
-    ref_bytes = 4 * ipc0 * k * math.prod(ds.info.shape) + labels_bytes(ipc0 * k, k)
+    all_bases = {"dm": ("dm", dm_args, "tensor"), "e2d": ("e2d", e2d_args, "image")}
+    bases = {b: all_bases[b] for b in args.bases}
+    soft_k, soft_bits = args.soft_k or None, args.soft_bits
+    work = WORK / (f"quadd-{dsname}-smoke" if smoke else "quadd-cifar-v2")
+    name = f"quadd_{dsname}_smoke" if smoke else "quadd_cifar10"
+    ref_set = parse_budget(f"ipc{ipc0}@32", ds.info.shape, k, info=ds.info)  # the fp32 set file, exact
+    ref_student = {"teacher": ref_set + tb["bytes"], "hard": ref_set,
+                   "stored": ref_set + soft_label_file_bytes(ipc0 * k, k, soft_k, soft_bits)}
+    t_acc = teacher.reference.get("test_accuracy") or 0.0
     notes = [
-        f"CIFAR-10; teacher {tcfg.model} ({tcfg.epochs} epochs, {teacher.reference.get('test_accuracy') or 0:.2f}% test) gives "
-        f"the soft labels of every student and E2D's base. Student {student}, {epochs} epochs, soft labels (KD T=4), "
-        "RandomResizedCrop 0.5-1 + flip + CutMix, AdamW lr 0.01; last-epoch accuracy, mean ± std over seeds.",
+        f"CIFAR-10; teacher: {tname} ({t_acc:.2f}% test; {tb['parameters']} parameters + {tb['buffers']} BN statistics "
+        f"at float32 = {tb['bytes']} B). Evaluation protocol: {describe_protocol(ecfg_a)} (`tinyset protocols`); "
+        f"part A student {ecfg_a.student}, part B student {ecfg_b.student} (a narrow student, sized for the CPU). "
+        "Last-epoch test accuracy on the 10,000 test images, mean ± std over paired seeds.",
+        "Paired seeds: seed s re-synthesises the set (run seed s) or redraws the random subset, then trains one "
+        "student (eval seed s): the std holds synthesis and training variance. Each seed is kept as it finishes.",
         f"Sized for a 2-core CPU: DM with a width-32 ConvNet-3 embedding net (instance norm), {dm_args['iterations']} "
         f"iterations, {dm_args['batch_real']} real images per class per step (the paper: 20,000 iterations, 256); "
-        "E2D 200 iterations with early stop; a narrow student.",
-        f"bytes: every stored byte (codes + clips + labels at 4 bits; fp32 rows: float32 pixels + the same labels). "
-        f"compression = {ref_bytes} B (fp32, IPC {ipc0}) / bytes.",
-        "posthoc = `tinyset compress` of the fp32 set (clip calibrated for 100 Adam steps on MSE); quadd = the "
-        "quantizer in the loop, started from quantized real images. uint8 = stored as 8-bit codes.",
+        "E2D 200 iterations with early stop.",
+        "set_bytes = the set file on disk (codes + clips + labels at 4 bits + header and decode metadata; fp32: "
+        "float32 pixels + int64 labels, as the pipeline stores them). student_bytes = set_bytes + the label mode's "
+        f"bytes: teacher (A; online soft labels) + {tb['bytes']} B, hard (B) + 0, stored (B) + the soft-labels file "
+        f"(the teacher's logits of each set, {'top-' + str(soft_k) if soft_k else 'all classes'} at {soft_bits} bits). "
+        f"compression (set / student) = the fp32 IPC-{ipc0} set's count in the same label mode / the row's.",
+        "posthoc = `tinyset compress` of the fp32 set of the same seed, clip calibrated for 100 Adam steps on MSE "
+        "with the loop's granularity (DM: one clip per set; E2D: one per image); quadd = the quantizer in the loop, "
+        "started from quantized real images; random = the random real subset (one clip); uint8 = stored as 8-bit codes.",
+        f"Part B: the budget is the fp32 IPC-{ipc0} set's student_bytes in the row's label mode; each width holds the most "
+        "images per class whose student_bytes fit, per base (E2D's per-image clips are counted).",
         "A gap under two standard deviations is no gap.",
     ]
-    cols = [("part", "part"), ("method", "method"), ("base", "base"), ("quantizer", "quantizer"), ("ipc", "IPC"),
-            ("bits", "bits"), ("bytes", "bytes"), ("compression", "compression x"), ("seeds", "seeds"),
-            ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s")]
-    rows = QuaddRows(name, "QuADD on CIFAR-10: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
+    cols = [("part", "part"), ("label_mode", "labels"), ("method", "method"), ("base", "base"), ("quantizer", "quantizer"),
+            ("ipc", "IPC"), ("bits", "bits"), ("set_bytes", "set_bytes"), ("student_bytes", "student_bytes"),
+            ("compression_set", "compression x (set)"), ("compression_student", "compression x (student)"),
+            ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s / seed")]
+    rows = QuaddRows(name, f"QuADD on {ds.info.name}: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
                      command_line(), notes, cols)
 
-    def evaluate(row_id, part, method, base, quantizer, path, bits, seconds=None):
-        DEADLINE.check()
+    def evaluate(row_id, part, method, base, quantizer, bits, make, mode, ecfg):
+        """One row: ``make(s)`` -> the artifact of seed s (synthesised / redrawn for that seed)."""
         if rows.has(row_id=row_id):
             return
-        art = load_artifact(path)
-        ecfg = EvalConfig(student=student, epochs=epochs, lr=0.01, weight_decay=0.01, batch_size=50, loss="kd",
-                          temperature=4.0, seeds=seeds, crop_scale=(0.5, 1.0), cutmix=1.0, random_baseline=False)
-        accs = [train_student(art.images, art.labels, ds, teacher.model, ecfg, "soft", derive_seed(0, "eval", s), "cpu",
-                              progress=False, desc=row_id) for s in range(seeds)]
-        nbytes = honest_bytes(art)
-        syn = art.manifest.get("synthesis") or {}
-        rows.add({"dataset": "cifar10", "row_id": row_id, "part": part, "method": method, "base": base,
-                  "quantizer": quantizer, "ipc": len(art.labels) // k, "bits": bits, "bytes": nbytes,
-                  "compression": round(ref_bytes / nbytes, 2), "student": student, "seeds": seeds,
-                  "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if seeds > 1 else 0.0,
-                  "accuracies": accs, "synthesis_seconds": seconds if seconds is not None else syn.get("seconds"),
-                  "artifact": str(path)})
-        log.info("%s: %.2f%%", row_id, statistics.fmean(accs))
+        DEADLINE.check()
 
-    # (A) equal IPC
+        def run_seed(s: int) -> dict:
+            path = make(s)
+            if mode == "stored":
+                path = with_soft_labels(path, tmodel, soft_k, soft_bits)
+            art = load_artifact(path)
+            DEADLINE.check()
+            t0 = time.perf_counter()
+            acc = train_student(art.images, art.labels, ds, tmodel if mode == "teacher" else None, ecfg,
+                                {"teacher": "soft"}.get(mode, mode), derive_seed(0, "eval", s), "cpu", progress=False,
+                                desc=f"{row_id} seed {s}", soft_labels=art.soft_labels if mode == "stored" else None)
+            extra = tb["bytes"] if mode == "teacher" else art.label_bytes("stored") if mode == "stored" else 0
+            log.info("%s seed %d: %.2f%%", row_id, s, acc)
+            return {"accuracy": acc, "set_bytes": art.set_bytes, "student_bytes": art.set_bytes + extra,
+                    "ipc": len(art.labels) // k, "synthesis_seconds": synthesis_seconds(art),
+                    "eval_seconds": time.perf_counter() - t0, "artifact": str(path)}
+
+        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE)
+        if recs is None:
+            raise TimeUp
+        s = summarise(recs)
+        rows.add({"dataset": ds.info.name, "row_id": row_id, "part": part, "label_mode": mode, "method": method,
+                  "base": base, "quantizer": quantizer, "ipc": recs[0]["ipc"], "bits": bits, "bytes": s["set_bytes"],
+                  **s, "compression_set": round(ref_set / s["set_bytes"], 2),
+                  "compression_student": round(ref_student[mode] / s["student_bytes"], 2), "student": ecfg.student,
+                  "protocol": describe_protocol(ecfg), "eval_config": to_dict(ecfg), "teacher": tname,
+                  "teacher_accuracy": t_acc, "teacher_bytes": tb["bytes"], "artifacts": [r["artifact"] for r in recs]})
+        log.info("%s: %.2f ± %.2f%%", row_id, s["accuracy_mean"], s["accuracy_std"])
+
+    def fp32(base: str, ipc: int):
+        method, margs, _ = all_bases[base]
+        return lambda s: make_set(work, f"{base}-fp32-ipc{ipc}", dsname, args.data_root, tcfg, method, ipc, margs, s)
+
+    def random_set(ipc: int):
+        return lambda s: make_set(work, f"random-ipc{ipc}", dsname, args.data_root, tcfg, "random", ipc, {}, s)
+
+    def quadd(base: str, q: str, bits: int, ipc: int):
+        method, margs, gran = all_bases[base]
+        return lambda s: make_set(work, f"{base}-quadd-{q}{bits}-ipc{ipc}", dsname, args.data_root, tcfg, method, ipc,
+                                  {**margs, **qargs(q, bits, gran)}, s)
+
+    def compressed(make, q: str, bits: int, gran: str = "tensor", calibrate: int = 100):
+        return lambda s: make_compressed(make(s), q, bits, calibrate, gran)
+
+    # (A) equal IPC, online teacher
     widths = [(8, ["uniform"]), (4, ["uniform"]), (3, ["uniform", "apot"]), (2, ["uniform", "apot"])]
     if smoke:
-        widths = [(3, ["apot"]), (2, ["uniform"])] if "dm" in args.bases else [(2, ["uniform"])]
-    bases = {b: bases[b] for b in args.bases}
-    for base, (method, margs) in bases.items():
-        if "A" not in args.sections:
-            break
-        fp = make_set(work, f"{base}-fp32-ipc{ipc0}", "cifar10", args.data_root, tcfg, method, ipc0, margs)
-        evaluate(f"A-fp32-{base}", "A", "fp32", base, "none", fp, 32)
+        widths = [(3, ["apot"]), (2, ["uniform"])]
+    if "A" in args.sections:
+        evaluate("A-random-fp32", "A", "random", "none", "none", 32, random_set(ipc0), "teacher", ecfg_a)
         for bits, qs in widths:
             for q in qs:
-                evaluate(f"A-posthoc-{base}-{q}{bits}", "A", "posthoc", base, q, make_compressed(work, fp, q, bits), bits)
-                gran = "image" if method == "e2d" else "tensor"
-                qd = make_set(work, f"{base}-quadd-{q}{bits}-ipc{ipc0}", "cifar10", args.data_root, tcfg, method, ipc0,
-                              {**margs, **qargs(q, bits, gran)})
-                evaluate(f"A-quadd-{base}-{q}{bits}", "A", "quadd", base, q, qd, bits)
+                evaluate(f"A-random-{q}{bits}", "A", "random", "none", q, bits, compressed(random_set(ipc0), q, bits),
+                         "teacher", ecfg_a)
+        for base, (method, margs, gran) in bases.items():
+            evaluate(f"A-fp32-{base}", "A", "fp32", base, "none", 32, fp32(base, ipc0), "teacher", ecfg_a)
+            for bits, qs in widths:
+                for q in qs:
+                    evaluate(f"A-posthoc-{base}-{q}{bits}", "A", "posthoc", base, q, bits,
+                             compressed(fp32(base, ipc0), q, bits, gran), "teacher", ecfg_a)
+                    evaluate(f"A-quadd-{base}-{q}{bits}", "A", "quadd", base, q, bits, quadd(base, q, bits, ipc0),
+                             "teacher", ecfg_a)
 
-    # (B) fixed budget = the fp32 set at ipc0
-    budget = parse_budget(f"ipc{ipc0}@32", ds.info.shape, k)
-    plan = plan_budget(budget, ds.info.shape, k, (32, 8, 4, 3, 2) if not smoke else (32, 2))
-    for opt in plan.options:
-        if opt.bits == 32 or opt.ipc < 1 or "B" not in args.sections:
-            continue
-        b, n = opt.bits, opt.ipc
-        rnd = make_set(work, f"random-ipc{n}", "cifar10", args.data_root, tcfg, "random", n, {})
-        evaluate(f"B-random-uniform{b}", "B", "random", "none", "uniform", make_compressed(work, rnd, "uniform", b), b)
-        if b == 8:  # the honest 8-bit points: real pixels are 8-bit already
-            evaluate("B-uint8-random", "B", "uint8", "none", "uniform", make_compressed(work, rnd, "uniform", 8, calibrate=0), 8)
-            dm_fp = make_set(work, f"dm-fp32-ipc{n}", "cifar10", args.data_root, tcfg, "dm", n, dm_args)
-            evaluate("B-uint8-dm", "B", "uint8", "dm", "uniform", make_compressed(work, dm_fp, "uniform", 8, calibrate=0), 8)
-        for base, (method, margs) in bases.items():
-            gran = "image" if method == "e2d" else "tensor"
-            qd = make_set(work, f"{base}-quadd-uniform{b}-ipc{n}", "cifar10", args.data_root, tcfg, method, n,
-                          {**margs, **qargs("uniform", b, gran)})
-            evaluate(f"B-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", qd, b)
+    # (B) fixed budget = the fp32 set at ipc0, under hard and stored labels
+    b_bits = (2,) if smoke else tuple(args.b_bits)
+    for mode in (args.modes if "B" in args.sections else []):
+        labels = LabelCost(mode, soft_k, soft_bits) if mode == "stored" else LabelCost()
+        budget = ref_student[mode]
+        for base in ("random", *bases):
+            evaluate(f"B-{mode}-fp32-{base}", "B", "fp32", "none" if base == "random" else base, "none", 32,
+                     random_set(ipc0) if base == "random" else fp32(base, ipc0), mode, ecfg_b)
+        plans = {g: plan_budget(budget, ds.info.shape, k, b_bits, "uniform", g, info=ds.info, labels=labels)
+                 for g in {"tensor", *(all_bases[b][2] for b in bases)}}
+        for b in b_bits:
+            n = next(o.ipc for o in plans["tensor"].options if o.bits == b)
+            if n < 1:
+                continue
+            evaluate(f"B-{mode}-random-uniform{b}", "B", "random", "none", "uniform", b,
+                     compressed(random_set(n), "uniform", b), mode, ecfg_b)
+            if b == 8:  # the honest 8-bit points: real pixels are 8-bit already
+                evaluate(f"B-{mode}-uint8-random", "B", "uint8", "none", "uniform", 8,
+                         compressed(random_set(n), "uniform", 8, calibrate=0), mode, ecfg_b)
+                if "dm" in bases:
+                    evaluate(f"B-{mode}-uint8-dm", "B", "uint8", "dm", "uniform", 8,
+                             compressed(fp32("dm", n), "uniform", 8, calibrate=0), mode, ecfg_b)
+            for base, (method, margs, gran) in bases.items():
+                nb = next(o.ipc for o in plans[gran].options if o.bits == b)
+                if nb >= 1:
+                    evaluate(f"B-{mode}-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", b,
+                             quadd(base, "uniform", b, nb), mode, ecfg_b)
     rows.notes += ["Findings (computed from the rows above):"] + cifar_findings(rows)
     rows.write_markdown()
-    plot(rows, f"{name}.png", "CIFAR-10: accuracy against stored bytes")
+    plot(rows, f"{name}.png", f"{ds.info.name}: accuracy against bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / (name + '.png')}")
 
 
@@ -233,82 +332,137 @@ def beam_student(x, y, ds, seed, epochs_steps=2000, k_top=3):
     return topk_accuracy(logits, ds.test.targets, 1), topk_accuracy(logits, ds.test.targets, k_top)
 
 
+def full_sets(work: Path, ds) -> dict[str, Path]:
+    """The full training data as sets, so their bytes are files on disk too: float32 features with
+    packed labels (``fp32``), 8-bit codes per feature (``uint8``) and the 3GPP L1-RSRP reports
+    (``3gpp``: 7-bit reported values, decoding to each 1 dB step's midpoint)."""
+    x, y = ds.train.x, ds.train.targets
+    k = ds.info.num_classes
+    base = {"dataset": ds.info.name, "dataset_info": ds.info.to_dict(), "method": "full", "ipc": None}
+    out = {"fp32": work / "full-fp32", "uint8": work / "full-uint8", "3gpp": work / "full-3gpp"}
+    if not out["fp32"].exists():
+        packed, lb = pack_labels(y, k)
+        save_artifact(out["fp32"], {"images": x, "labels": packed}, {**base, "bits": {"labels": lb}},
+                      decoder_config={"label_bits": lb, "num_samples": len(y)})
+    if not out["uint8"].exists():
+        dec, q = quantize_set(x, y, ds.info, CompressConfig(quantizer="uniform", bits=8, granularity="channel",
+                                                            space="pixels", calibrate_steps=0), k)
+        save_quantized_set(out["uint8"], q, base, dec, y)
+    if not out["3gpp"].exists():
+        r = rsrp_report(x)
+        q = build_quantizer("uniform", 7, "tensor", signed=False)  # lo + code * 1 dB, code = the reported value
+        q.load_state({"lo": torch.full((1, 1), -156.5), "hi": torch.full((1, 1), -156.5 + 127)}, tuple(x.shape))
+        comps = components_from_codes(r, q, y, k, q.config(), DataSpace().to_config())
+        save_quantized_set(out["3gpp"], comps, {**base, "report": "3GPP TS 38.133 L1-RSRP"}, rsrp_from_report(r), y)
+    return out
+
+
 def beam(args) -> None:
     # tiny MLPs: one thread (on a shared 2-core machine, more threads made each step ~100x slower)
     torch.set_num_threads(1)
     ds = load_dataset("beam")
     k = ds.info.num_classes
-    work = WORK / "quadd-beam"
+    work = WORK / "quadd-beam-v2"
+    work.mkdir(parents=True, exist_ok=True)
     full_n = len(ds.train)
-    ref_bytes = 4 * ds.train.x.numel() + labels_bytes(full_n, k)
     seeds = args.seeds
     dm_args = {"iterations": args.dm_iterations, "batch_real": 128}
+    space = "normalized"
+    full = full_sets(work, ds)
+    ref_set = load_artifact(full["fp32"]).set_bytes
+    ref_3gpp = load_artifact(full["3gpp"]).set_bytes
+    bal_train, bal_test = class_balance(ds.train.targets, k), class_balance(ds.test.targets, k)
+    counts = bal_train["counts"]
+    small = ", ".join(f"{c} ({counts[c]})" for c in sorted(range(k), key=lambda c: counts[c])[:3])
     notes = [
         f"beam data (`tinyset.data.beam`, defaults: 32-antenna ULA, Set A 32 narrow DFT beams, Set B 8 wide beams, "
         f"{full_n} train / {len(ds.test)} test users, seed 0): input L1-RSRP (dBm) of Set B, label the best Set-A beam.",
+        f"Class balance: train counts per class {bal_train['min']}-{bal_train['max']} (smallest: beams "
+        f"{small}; normalised entropy "
+        f"{bal_train['normalized_entropy']}); test majority class {bal_test['majority_accuracy']:.2f}% (the floor of any "
+        "student). Distilled and random sets are class-balanced (the per-class count of the row); full data is not.",
         "Student: MLP (2 hidden layers of 128, BatchNorm), hard labels (CE), AdamW lr 0.003, ~2,000 steps "
-        "(10-300 epochs by set size); top-1 and top-3 test accuracy, mean ± std over seeds.",
+        "(10-300 epochs by set size); top-1 and top-3 test accuracy, mean ± std over paired seeds (seed s "
+        "re-synthesises the DM/QuADD set or redraws the random subset, then trains one student).",
         f"DM: fresh MLP embedding nets (hidden 128), {dm_args['iterations']} iterations, {dm_args['batch_real']} real "
-        "samples per class per step, started from real samples. QuADD: uniform quantizer, one clip per feature "
-        "(granularity channel) in normalised units, learned in the loop. posthoc: the DM set compressed the same way.",
-        f"bytes: codes + clips + labels at {label_bits(k)} bits (float rows: float32 features + the same labels). "
-        f"compression = full float32 data ({ref_bytes} B) / bytes.",
+        "samples per class per step, started from real samples, lr 0.01 in units of each feature's std "
+        "(`lr_units`). QuADD: uniform quantizer, one clip per feature (granularity channel), learned in the loop "
+        f"in {space} units (space column; `quantizer_space` in each set's stats). posthoc: the DM set of the same "
+        "seed compressed the same way; random: the random subset compressed the same way.",
+        "full-3gpp: the training data as a UE reports it, on 3GPP's L1-RSRP grid (TS 38.133 Table 10.1.6.1-1: "
+        "7-bit reported values, 1 dB, -140 to -44 dBm), stored as 7-bit codes: the realistic full-data reference.",
+        f"set_bytes = the set file on disk (codes + clips + labels at 5 bits + header and decode metadata; full fp32: "
+        f"float32 features + the same labels). Hard labels: student_bytes = set_bytes. compression = full float32 "
+        f"data ({ref_set} B) / set_bytes; vs 3GPP = the 3GPP-reported full data ({ref_3gpp} B) / set_bytes.",
         "A gap under two standard deviations is no gap.",
     ]
-    cols = [("method", "method"), ("base", "base"), ("quantizer", "quantizer"), ("ipc", "per class"), ("bits", "bits"),
-            ("bytes", "bytes"), ("compression", "compression x"), ("seeds", "seeds"), ("accuracy", "top-1 % (mean ± std)"),
-            ("top3", "top-3 %"), ("synthesis_seconds", "synthesis s")]
+    cols = [("method", "method"), ("base", "base"), ("quantizer", "quantizer"), ("space", "space"), ("ipc", "per class"),
+            ("bits", "bits"), ("set_bytes", "set_bytes"), ("student_bytes", "student_bytes"),
+            ("compression", "compression x"), ("compression_3gpp", "vs 3GPP x"), ("seeds", "seeds"),
+            ("accuracy", "top-1 % (mean ± std)"), ("top3", "top-3 %"), ("synthesis_seconds", "synthesis s / seed")]
     rows = QuaddRows("quadd_beam", "QuADD on beam-management data: accuracy against bits and bytes", command_line(), notes, cols)
 
-    def add(row_id, method, base, quantizer, x, y, bits, nbytes, seconds=None, ipc=None):
-        if not rows.has(row_id=row_id):
-            DEADLINE.check()
+    def add(row_id, method, base, quantizer, bits, make, ipc=None, qspace=None):
+        """One row: ``make(s)`` -> the artifact of seed s."""
         if rows.has(row_id=row_id):
             return
-        res = [beam_student(x, y, ds, derive_seed(0, "eval", s)) for s in range(seeds)]
-        t1 = [r[0] for r in res]
+        DEADLINE.check()
+
+        def run_seed(s: int) -> dict:
+            art = load_artifact(make(s))
+            DEADLINE.check()
+            t0 = time.perf_counter()
+            t1, t3 = beam_student(art.images, art.labels, ds, derive_seed(0, "eval", s))
+            return {"accuracy": t1, "top3": t3, "set_bytes": art.set_bytes, "student_bytes": art.student_bytes("hard"),
+                    "synthesis_seconds": synthesis_seconds(art), "eval_seconds": time.perf_counter() - t0}
+
+        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE)
+        if recs is None:
+            raise TimeUp
+        s = summarise(recs)
         rows.add({"dataset": "beam", "row_id": row_id, "method": method, "base": base, "quantizer": quantizer,
-                  "ipc": ipc, "bits": bits, "bytes": nbytes, "compression": round(ref_bytes / nbytes, 1),
-                  "student": "mlp:hidden=128,depth=2", "seeds": seeds, "accuracy_mean": statistics.fmean(t1),
-                  "accuracy_std": statistics.stdev(t1) if seeds > 1 else 0.0, "accuracies": t1,
-                  "top3": round(statistics.fmean(r[1] for r in res), 2), "synthesis_seconds": seconds})
-        log.info("%s: top-1 %.2f%%", row_id, statistics.fmean(t1))
+                  "space": qspace or ("raw" if quantizer == "none" else space), "ipc": ipc, "bits": bits,
+                  "bytes": s["set_bytes"], **s, "compression": round(ref_set / s["set_bytes"], 1),
+                  "compression_3gpp": round(ref_3gpp / s["set_bytes"], 1), "student": "mlp:hidden=128,depth=2",
+                  "top3": round(statistics.fmean(r["top3"] for r in recs), 2), "label_mode": "hard"})
+        log.info("%s: top-1 %.2f%%", row_id, s["accuracy_mean"])
 
     if args.report_only:
         rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
         rows.write_markdown()
-        plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against stored bytes")
+        plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against set bytes")
         return
-    x_full, y_full = ds.train.x, ds.train.targets
-    add("full-fp32", "full", "none", "none", x_full, y_full, 32, ref_bytes)
-    from tinyset.compress import quantize_set
-
-    dec, q = quantize_set(x_full, y_full, ds.info, CompressConfig(quantizer="uniform", bits=8, granularity="channel",
-                                                                  calibrate_steps=0), k)
-    nb = sum(t.numel() * t.element_size() for t in q[0].values())
-    add("full-uint8", "uint8", "none", "uniform", dec, y_full, 8, nb)
+    add("full-fp32", "full", "none", "none", 32, lambda s: full["fp32"])
+    add("full-uint8", "uint8", "none", "uniform", 8, lambda s: full["uint8"], qspace="raw dBm (exact 8-bit grid per feature)")
+    add("full-3gpp", "3gpp", "none", "L1-RSRP", 7, lambda s: full["3gpp"], qspace="3GPP grid (1 dB)")
     for ipc in args.beam_ipc:
-        rnd = make_set(work, f"random-ipc{ipc}", "beam", None, None, "random", ipc, {})
-        art = load_artifact(rnd)
-        add(f"random-fp32-ipc{ipc}", "random", "none", "none", art.images, art.labels, 32, honest_bytes(art), ipc=ipc)
-        dm = make_set(work, f"dm-fp32-ipc{ipc}", "beam", None, None, "dm", ipc, dm_args)
-        art = load_artifact(dm)
-        add(f"dm-fp32-ipc{ipc}", "fp32", "dm", "none", art.images, art.labels, 32, honest_bytes(art),
-            art.manifest["synthesis"]["seconds"], ipc)
+        def rnd(s, ipc=ipc):
+            return make_set(work, f"random-ipc{ipc}", "beam", None, None, "random", ipc, {}, s)
+
+        def dm(s, ipc=ipc):
+            return make_set(work, f"dm-fp32-ipc{ipc}", "beam", None, None, "dm", ipc, dm_args, s)
+
+        add(f"random-fp32-ipc{ipc}", "random", "none", "none", 32, rnd, ipc)
+        add(f"dm-fp32-ipc{ipc}", "fp32", "dm", "none", 32, dm, ipc)
         for bits in args.beam_bits:
-            qd = make_set(work, f"dm-quadd-uniform{bits}-ipc{ipc}", "beam", None, None, "dm", ipc,
-                          {**dm_args, **qargs("uniform", bits, "channel")})
-            art = load_artifact(qd)
-            add(f"quadd-uniform{bits}-ipc{ipc}", "quadd", "dm", "uniform", art.images, art.labels, bits, art.total_bytes,
-                art.manifest["synthesis"]["seconds"], ipc)
-            ph = load_artifact(make_compressed(work, dm, "uniform", bits, granularity="channel"))
-            add(f"posthoc-uniform{bits}-ipc{ipc}", "posthoc", "dm", "uniform", ph.images, ph.labels, bits, ph.total_bytes, ipc=ipc)
-            rq = load_artifact(make_compressed(work, rnd, "uniform", bits, granularity="channel"))
-            add(f"random-uniform{bits}-ipc{ipc}", "random", "none", "uniform", rq.images, rq.labels, bits, rq.total_bytes, ipc=ipc)
+            def qd(s, ipc=ipc, bits=bits):
+                return make_set(work, f"dm-quadd-uniform{bits}-ipc{ipc}", "beam", None, None, "dm", ipc,
+                                {**dm_args, **qargs("uniform", bits, "channel", space=space)}, s)
+
+            add(f"quadd-uniform{bits}-ipc{ipc}", "quadd", "dm", "uniform", bits, qd, ipc)
+            add(f"posthoc-uniform{bits}-ipc{ipc}", "posthoc", "dm", "uniform", bits,
+                lambda s, dm=dm, bits=bits: make_compressed(dm(s), "uniform", bits, granularity="channel", space=space), ipc)
+            add(f"random-uniform{bits}-ipc{ipc}", "random", "none", "uniform", bits,
+                lambda s, rnd=rnd, bits=bits: make_compressed(rnd(s), "uniform", bits, granularity="channel", space=space), ipc)
     rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
     rows.write_markdown()
-    plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against stored bytes")
+    plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against set bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / 'quadd_beam.png'}")
+
+
+# ----------------------------------------------------------------------------------------------
+# findings and plots
+# ----------------------------------------------------------------------------------------------
 
 
 def gap(a: dict, b: dict) -> str:
@@ -331,19 +485,22 @@ def cifar_findings(rows: Rows) -> list[str]:
             q3, q2, p2 = r.get(f"A-quadd-{base}-{q}3"), r.get(f"A-quadd-{base}-{q}2"), r.get(f"A-posthoc-{base}-{q}2")
             if fp and q3:
                 out.append(f"(A) {base}, {q} 3-bit QuADD vs fp32: {q3['accuracy_mean'] - fp['accuracy_mean']:+.2f} points "
-                           f"(target: within 1).")
+                           f"({q3['seeds']} seeds; target: within 1).")
             if q2 and p2:
                 out.append(f"(A) {base}, {q} 2-bit QuADD vs post-hoc: {gap(q2, p2)}.")
-        lows = [x for x in rows.data["rows"] if x["part"] == "B" and x["method"] == "quadd" and x["base"] == base and x["bits"] < 8]
-        u8 = r.get("B-uint8-dm") if base == "dm" else None
-        if fp and lows:
+    for mode in ("hard", "stored"):
+        for base in ("dm", "e2d"):
+            fp = r.get(f"B-{mode}-fp32-{base}")
+            lows = [x for x in rows.data["rows"] if x["part"] == "B" and x.get("label_mode") == mode
+                    and x["method"] == "quadd" and x["base"] == base]
+            if not (fp and lows):
+                continue
             best = max(lows, key=lambda x: x["accuracy_mean"])
-            line = f"(B) {base}: best low-bit point {best['ipc']}@{best['bits']} vs fp32 {fp['ipc']}@32: {gap(best, fp)}"
-            if u8:
-                line += f"; vs the uint8 DM set ({u8['ipc']}@8): {gap(best, u8)}"
-            ur = r.get("B-uint8-random")
+            line = (f"(B, {mode} labels) {base}: best point {best['ipc']}@{best['bits']} ({best['student_bytes']} B) vs "
+                    f"fp32 {fp['ipc']}@32 ({fp['student_bytes']} B): {gap(best, fp)}")
+            ur = r.get(f"B-{mode}-uint8-random")
             if ur:
-                line += f"; vs the uint8 random real subset: {gap(best, ur)}"
+                line += f"; vs the uint8 random real subset ({ur['ipc']}@8, {ur['student_bytes']} B): {gap(best, ur)}"
             out.append(line + ".")
     return out
 
@@ -354,10 +511,17 @@ def beam_findings(rows: Rows) -> list[str]:
     out = []
     if not full:
         return out
+    g = r.get("full-3gpp")
+    if g:
+        out.append(f"3GPP-reported full data (7 bits, {g['compression']}x): {gap(g, full)} vs float32.")
     for x in rows.data["rows"]:
         if x["method"] == "quadd" and x["compression"] >= 30:
-            out.append(f"QuADD {x['ipc']}/class at {x['bits']} bits ({x['compression']}x): "
-                       f"{x['accuracy_mean'] - full['accuracy_mean']:+.2f} points vs the full data (target: within 5).")
+            rnd = r.get(x["row_id"].replace("quadd", "random"))
+            line = (f"QuADD {x['ipc']}/class at {x['bits']} bits ({x['compression']}x on set_bytes, headers included): "
+                    f"{x['accuracy_mean'] - full['accuracy_mean']:+.2f} points vs the full data (target: within 5)")
+            if rnd:
+                line += f"; vs the random subset at the same bytes: {gap(x, rnd)}"
+            out.append(line + ".")
         if x["method"] == "quadd":
             ph = r.get(x["row_id"].replace("quadd", "posthoc"))
             if ph:
@@ -374,19 +538,23 @@ def plot(rows: Rows, filename: str, title: str) -> None:
     except ImportError:  # the tables are the result; the plot is a convenience
         log.warning("matplotlib missing: no plot")
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    keys = [("set_bytes", "set_bytes (log)"), ("student_bytes", "student_bytes (log)")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     groups: dict[str, list] = {}
     for r in rows.data["rows"]:
-        groups.setdefault(f"{r['method']} ({r['base']}, {r['quantizer']})", []).append(r)
-    for label, rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["bytes"])
-        ax.errorbar([r["bytes"] for r in rs], [r["accuracy_mean"] for r in rs], yerr=[r["accuracy_std"] for r in rs],
-                    marker="o", capsize=3, label=label, linestyle="-" if len(rs) > 1 else "none")
-    ax.set_xscale("log")
-    ax.set_xlabel("stored bytes (log)")
-    ax.set_ylabel("test accuracy %")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+        mode = f"{r['label_mode']} labels, " if r.get("label_mode") and r.get("part") == "B" else ""
+        groups.setdefault(f"{r.get('part', '')} {mode}{r['method']} ({r['base']}, {r['quantizer']})".strip(), []).append(r)
+    for ax, (key, label) in zip(axes, keys):
+        for name, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: r.get(key) or r["bytes"])
+            ax.errorbar([r.get(key) or r["bytes"] for r in rs], [r["accuracy_mean"] for r in rs],
+                        yerr=[r["accuracy_std"] for r in rs], marker="o", capsize=3, label=name,
+                        linestyle="-" if len(rs) > 1 else "none")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("test accuracy %")
+    fig.suptitle(title)
+    axes[1].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(RESULTS / filename, dpi=110)
     plt.close(fig)
@@ -396,17 +564,25 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--part", choices=["beam", "cifar"], required=True)
     p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--cache", default=str(Path(__file__).parent / "cache"), help="teacher cache (the ConvNet-3 teacher decoupled.py also uses)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=100, help="CIFAR student epochs")
-    p.add_argument("--student", default="convnet:depth=3,width=64")
+    p.add_argument("--cache", default=str(HERE / "cache"), help="teacher cache (for pinning the teacher)")
+    p.add_argument("--seeds", type=int, default=5, help="paired seeds per row (seed s re-synthesises / redraws)")
+    p.add_argument("--protocol", default="rded", help="CIFAR evaluation protocol (`tinyset protocols`)")
+    p.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE", help="eval overrides, e.g. epochs=100")
+    p.add_argument("--student", default="convnet3", help="CIFAR part A student")
+    p.add_argument("--b-student", default="convnet:depth=3,width=32", help="CIFAR part B student (narrow: CPU)")
     p.add_argument("--dm-iterations", type=int, default=300)
+    p.add_argument("--soft-k", type=int, default=0, help="part B stored labels: top-k logits per image (0 = all)")
+    p.add_argument("--soft-bits", type=int, default=8, help="part B stored labels: bits per logit (1-8 or 32)")
+    p.add_argument("--modes", nargs="+", default=["hard", "stored"], choices=["hard", "stored"], help="part B label modes")
+    p.add_argument("--b-bits", type=int, nargs="+", default=[8, 4, 3, 2], help="part B widths")
     p.add_argument("--beam-ipc", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--beam-bits", type=int, nargs="+", default=[4, 2])
-    p.add_argument("--smoke", action="store_true", help="CIFAR only: tiny sizes, writes quadd_cifar10_smoke")
+    p.add_argument("--smoke", action="store_true", help="CIFAR part only: tiny sizes, writes quadd_<dataset>_smoke")
+    p.add_argument("--dataset", default="cifar10", help="the CIFAR part's dataset; another (digits) only with --smoke")
     p.add_argument("--sections", nargs="+", default=["A", "B"], help="CIFAR parts to run")
     p.add_argument("--bases", nargs="+", default=["dm", "e2d"], help="CIFAR bases to run")
     p.add_argument("--report-only", action="store_true", help="beam: rewrite the table, findings and plot from the rows already there")
+    add_teacher_args(p, "cifar10-convnet3")
     add_max_minutes(p)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -416,7 +592,7 @@ def main() -> None:
     try:
         (cifar if args.part == "cifar" else beam)(args)
     except TimeUp:
-        return  # the rows written so far are saved; rerunning the command continues
+        return  # the rows and seeds written so far are saved; rerunning the command continues
     log.info("done in %.0fs", time.perf_counter() - t0)
 
 

@@ -84,4 +84,28 @@ def test_quadd_beam_benchmark_runs(tmp_path):
     methods = {(r["method"], r["bits"]) for r in rows}
     assert {("full", 32), ("fp32", 32), ("quadd", 2), ("posthoc", 2), ("random", 2)} <= methods
     assert all(r["bytes"] > 0 and r["compression"] > 0 for r in rows)
+    assert ("3gpp", 7) in methods and all(r["student_bytes"] == r["set_bytes"] == r["bytes"] for r in rows)
+    assert {r["space"] for r in rows if r["method"] == "quadd"} == {"normalized"}
     assert (tmp_path / "results" / "quadd_beam.png").exists()
+
+
+@pytest.mark.slow
+def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
+    """The CIFAR part's logic (paired seeds, both label modes, budgets, set/student bytes) on digits."""
+    args = ["--part", "cifar", "--smoke", "--dataset", "digits", "--bases", "dm", "--student", "convnet:depth=1,width=8",
+            "--b-student", "convnet:depth=1,width=8"]
+    _run("quadd.py", args, tmp_path)
+    rows = {r["row_id"]: r for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
+    assert {"A-random-fp32", "A-random-apot3", "A-fp32-dm", "A-posthoc-dm-uniform2", "A-quadd-dm-uniform2",
+            "B-hard-fp32-random", "B-hard-quadd-dm-uniform2", "B-stored-fp32-dm", "B-stored-quadd-dm-uniform2"} <= set(rows)
+    t = rows["A-fp32-dm"]["teacher_bytes"]
+    for r in rows.values():
+        assert r["protocol"].startswith("rded") and r["synthesis_seeds"] == [0]
+        extra = r["student_bytes"] - r["set_bytes"]
+        assert extra == {"teacher": t, "hard": 0}.get(r["label_mode"], extra) and (r["label_mode"] != "stored" or extra > 0)
+    for mode in ("hard", "stored"):  # every budgeted point fits the fp32 reference's student_bytes in its mode
+        ref = rows[f"B-{mode}-fp32-dm"]["student_bytes"]
+        assert all(r["student_bytes"] <= ref for r in rows.values() if r["part"] == "B" and r["label_mode"] == mode)
+    assert rows["B-hard-quadd-dm-uniform2"]["ipc"] > rows["B-stored-quadd-dm-uniform2"]["ipc"] >= 1
+    again = _run("quadd.py", args, tmp_path)  # finished rows and seeds are kept: nothing is trained again
+    assert "seed 0:" not in again.stderr
