@@ -57,7 +57,7 @@ class EvalConfig:
     loss: str = "kd"  # a KD-loss registry name (soft-label modes)
     temperature: float = 20.0
     ce_weight: float = 0.0  # + this x CE on the un-mixed hard label (E2D: 0.025)
-    label_modes: tuple[str, ...] = ("soft",)  # any of: soft (teacher online), hard (stored labels)
+    label_modes: tuple[str, ...] = ("soft",)  # any of: soft (teacher online), hard (stored labels), stored (stored quantized soft labels, no teacher)
     seeds: int = 3
     augment: str = "flip"  # flip | rrc (RandomResizedCrop, crop_scale) | shift (pad shift_pad + crop) | none
     crop_scale: tuple[float, float] = (0.5, 1.0)  # augment=rrc: RandomResizedCrop scale

@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher-model", help="teacher architecture to train (config default: convnet3)")
     d.add_argument("--seeds", type=int, help="evaluation seeds (config default: 3)")
     d.add_argument("--student", help="student architecture for evaluation (config default: convnet3)")
-    d.add_argument("--label-modes", help="comma list of soft,hard (config default: soft)")
+    d.add_argument("--label-modes", help="comma list of soft,hard,stored (config default: soft)")
     d.add_argument("--no-eval", action="store_true", help="write the artifact only")
     d.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     d.add_argument("--dry-run", action="store_true", help="print the resolved config, the units and a rough time (measured on a few steps), then exit")
@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=int, help="student epochs (default: the run's config)")
     e.add_argument("--kd", help="soft-label loss, see `tinyset kd-losses` (default: the run's config)")
     e.add_argument("--he-da", type=float, nargs="?", const=0.5, default=None, help="HE-DA: re-mix this top-energy fraction (0.5 when given without a value)")
-    e.add_argument("--label-modes", help="comma list of soft,hard")
+    e.add_argument("--label-modes", help="comma list of soft,hard,stored (stored: the set's own quantized soft labels, no teacher)")
     e.add_argument("--teacher", help="teacher checkpoint for soft labels (default: the run's teacher)")
     e.add_argument("--protocol", help="student protocol, see `tinyset protocols` (default: the run's config, else rded)")
     e.add_argument("--train-teacher", action="store_true",
