@@ -1,5 +1,5 @@
-"""Copy the benchmark tables (benchmarks/results/*.md) into the README between markers, so the
-README shows exactly what the benchmark commands wrote."""
+"""Copy the benchmark tables (benchmarks/results/*.md) into docs/benchmarks.md between markers, so
+the manual shows exactly what the benchmark commands wrote (the README's findings quote them)."""
 from __future__ import annotations
 
 import re
@@ -15,12 +15,12 @@ def main() -> None:
         if md.stem.endswith("_smoke"):  # a smoke run proves a script works; its numbers are not results
             continue
         text = md.read_text().strip()
-        text = re.sub(r"^# ", "### ", text, count=1)  # demote the title under the README's section
+        text = re.sub(r"^# ", "### ", text, count=1)  # demote the title under the page's section
         parts.append(f"{text}\n\n(from `benchmarks/results/{md.name}`)")
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "benchmarks.md"
     body = readme.read_text()
     if START not in body:
-        raise SystemExit(f"README.md has no {START} marker")
+        raise SystemExit(f"{readme} has no {START} marker")
     head, rest = body.split(START, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
