@@ -140,6 +140,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def begin(args) -> tuple[str, "Deadline"]:
+    """A benchmark's start: logging on, the command that reproduces it printed, its --max-minutes clock."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cmd = command_line()
+    print(f"reproduce with: {cmd}", flush=True)
+    return cmd, Deadline(getattr(args, "max_minutes", None))
+
+
 def add_max_minutes(parser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop cleanly after the row or seed in progress once this many minutes have passed; "

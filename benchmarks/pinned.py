@@ -120,6 +120,17 @@ def retrain_command(name: str) -> str:
     return f"python benchmarks/pinned.py {name} --data-root ../shared/data --retrain"
 
 
+def checked_meta(name: str) -> dict:
+    """The pinned teacher's YAML, after checking its file's sha256 against it."""
+    st, meta_path = paths(name)
+    meta = yaml.safe_load(meta_path.read_text())
+    digest = sha256_file(st)
+    if digest != meta["sha256"]:
+        raise TinysetError(f"pinned teacher {st} has sha256 {digest[:16]}…, its YAML says {meta['sha256'][:16]}…; "
+                           f"restore it from git or retrain it: {retrain_command(name)}")
+    return meta
+
+
 def load_pinned(name: str, ds, device="cpu", retrain: bool = False, cache: str | None = None) -> Teacher:
     """The committed teacher ``name`` for ``ds`` (sha256 checked), or with ``retrain`` a fresh one
     trained from the recipe and compared with the pinned accuracy."""
@@ -127,11 +138,7 @@ def load_pinned(name: str, ds, device="cpu", retrain: bool = False, cache: str |
     st, meta_path = paths(name)
     if retrain or not st.exists():
         return pin(name, ds, device, cache=cache, replace=retrain)
-    meta = yaml.safe_load(meta_path.read_text())
-    digest = sha256_file(st)
-    if digest != meta["sha256"]:
-        raise TinysetError(f"pinned teacher {st} has sha256 {digest[:16]}…, its YAML says {meta['sha256'][:16]}…; "
-                           f"restore it from git or retrain it: {retrain_command(name)}")
+    meta = checked_meta(name)
     tcfg = dataclasses.replace(entry.teacher, checkpoint=str(st), cache_dir=cache)
     teacher = get_teacher(ds, tcfg, device, progress=False)
     teacher.reference.update({"pinned": name, "test_accuracy": meta["test_accuracy"], "recipe": meta["recipe"]})
@@ -206,11 +213,7 @@ def load_pinned_ssl(name: str, ds, device="cpu", retrain: bool = False, cache: s
     st, meta_path = paths(name)
     if retrain or not st.exists():
         return pin_ssl(name, ds, device, cache=cache, replace=retrain)
-    meta = yaml.safe_load(meta_path.read_text())
-    digest = sha256_file(st)
-    if digest != meta["sha256"]:
-        raise TinysetError(f"pinned teacher {st} has sha256 {digest[:16]}…, its YAML says {meta['sha256'][:16]}…; "
-                           f"restore it from git or retrain it: {retrain_command(name)}")
+    meta = checked_meta(name)
     teacher = get_ssl_teacher(ds, SSLConfig(checkpoint=str(st), model=entry.ssl.model, cache_dir=cache), device, progress=False)
     teacher.reference.update({"pinned": name, "probe_accuracy": meta["test_accuracy"], "recipe": meta["recipe"],
                               "ssl": entry.ssl.method, "epochs": entry.ssl.epochs})

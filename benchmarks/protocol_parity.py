@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from common import WORK, Deadline, Rows, add_max_minutes, command_line, mean_std, paired_seeds
+from common import WORK, Rows, add_max_minutes, begin, mean_std, paired_seeds
 from pinned import add_teacher_args, load_pinned
 from tinyset.config import DataConfig, RunConfig, build_config, describe_protocol, to_dict
 from tinyset.data import load_dataset
@@ -61,10 +61,7 @@ def main() -> None:
     add_teacher_args(p, "cifar10-convnet3")
     add_max_minutes(p)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cmd = command_line()
-    print(f"reproduce with: {cmd}", flush=True)
-    deadline = Deadline(args.max_minutes)
+    cmd, deadline = begin(args)
     ds = load_dataset("cifar10", DataConfig(dataset="cifar10", data_root=args.data_root))
     teacher = load_pinned(args.pinned_teacher, ds, retrain=args.retrain_teacher)
     t_acc = teacher.reference["test_accuracy"]
