@@ -34,12 +34,12 @@ METHODS = {
     "ce": ("ce", {}),
     "kd": ("kd", {}),
     "dkd": ("dkd", {}),
+    "energy_dkd": ("energy_dkd", {}),
     "energy_kd_paper": ("energy_kd_paper", {}),
     "energy_kd_reverse": ("energy_kd_reverse", {}),
     "kd_he_da": ("kd", {"he_da": 0.5}),
     "kd_cutmix_all": ("kd", {"he_da": 1.0}),
     "kd_cutmix_random": ("kd", {"he_da": 0.5, "he_da_select": "random"}),
-    "energy_dkd": ("energy_dkd", {}),
 }
 
 
