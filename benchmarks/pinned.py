@@ -131,6 +131,21 @@ def checked_meta(name: str) -> dict:
     return meta
 
 
+def kept_within_tolerance(name: str, acc: float, what: str) -> bool:
+    """After a retrain: True (pinned files kept) when a pinned teacher exists and ``acc`` is within
+    ``TOLERANCE`` of it; an error when it is further; False when nothing is pinned yet."""
+    st, meta_path = paths(name)
+    if not (st.exists() and meta_path.exists()):
+        return False
+    old = yaml.safe_load(meta_path.read_text())
+    if abs(acc - old["test_accuracy"]) > TOLERANCE:
+        raise TinysetError(f"retrained {name}: {acc:.2f}% {what}, the pinned one has {old['test_accuracy']:.2f}% "
+                           f"(more than {TOLERANCE} point apart); the pinned teacher is kept")
+    log.info("retrained %s: %.2f%% vs pinned %.2f%% (within %.1f point); pinned files kept", name, acc,
+             old["test_accuracy"], TOLERANCE)
+    return True
+
+
 def load_pinned(name: str, ds, device="cpu", retrain: bool = False, cache: str | None = None) -> Teacher:
     """The committed teacher ``name`` for ``ds`` (sha256 checked), or with ``retrain`` a fresh one
     trained from the recipe and compared with the pinned accuracy."""
@@ -155,13 +170,7 @@ def pin(name: str, ds, device="cpu", cache: str | None = None, replace: bool = F
         tcfg = dataclasses.replace(tcfg, cache_dir=tempfile.mkdtemp(prefix=f"retrain-{name}-"))
     trained = get_teacher(ds, tcfg, device, progress=False)
     acc = float(trained.reference["test_accuracy"])
-    if st.exists() and meta_path.exists():
-        old = yaml.safe_load(meta_path.read_text())
-        if abs(acc - old["test_accuracy"]) > TOLERANCE:
-            raise TinysetError(f"retrained {name}: {acc:.2f}% test accuracy, the pinned one has {old['test_accuracy']:.2f}% "
-                               f"(more than {TOLERANCE} point apart); the pinned teacher is kept")
-        log.info("retrained %s: %.2f%% vs pinned %.2f%% (within %.1f point); pinned files kept", name, acc,
-                 old["test_accuracy"], TOLERANCE)
+    if kept_within_tolerance(name, acc, "test accuracy"):
         return load_pinned(name, ds, device, cache=cache)
     TEACHERS.mkdir(parents=True, exist_ok=True)
     model, ckpt = load_model(trained.reference["path"], ds.info)
@@ -231,13 +240,7 @@ def pin_ssl(name: str, ds, device="cpu", cache: str | None = None, replace: bool
         scfg = dataclasses.replace(scfg, cache_dir=tempfile.mkdtemp(prefix=f"retrain-{name}-"))
     trained = get_ssl_teacher(ds, scfg, device, progress=False)
     model, acc = ssl_probe_classifier(trained.encoder, ds, entry.ssl.model, entry.probe_steps, device)
-    if st.exists() and meta_path.exists():
-        old = yaml.safe_load(meta_path.read_text())
-        if abs(acc - old["test_accuracy"]) > TOLERANCE:
-            raise TinysetError(f"retrained {name}: {acc:.2f}% linear-probe accuracy, the pinned one has {old['test_accuracy']:.2f}% "
-                               f"(more than {TOLERANCE} point apart); the pinned teacher is kept")
-        log.info("retrained %s: %.2f%% vs pinned %.2f%% (within %.1f point); pinned files kept", name, acc,
-                 old["test_accuracy"], TOLERANCE)
+    if kept_within_tolerance(name, acc, "linear-probe accuracy"):
         return load_pinned_ssl(name, ds, device, cache=cache)
     TEACHERS.mkdir(parents=True, exist_ok=True)
     save_model_safetensors(model, st, entry.ssl.model, ds.info, {"ssl": entry.ssl.method, "final_loss": trained.reference.get("final_loss")})
