@@ -42,8 +42,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from common import WORK, Deadline, Rows, add_max_minutes, command_line, mean_std, paired_seeds
 from tinyset.config import DataConfig, RunConfig
 from tinyset.data import load_dataset
