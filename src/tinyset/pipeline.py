@@ -1,13 +1,4 @@
-"""Deprecated alias of ``tinyset.jobs.distill`` (moved when the package was split into layers; kept for one release).
+"""Deprecated alias of ``tinyset.jobs.distill`` (moved when the package was split into layers; kept for one release)."""
+from ._compat import moved
 
-``import tinyset.pipeline`` still works and gives the very module ``tinyset.jobs.distill`` (so every name,
-private ones included, and monkeypatching through this path behave as before), with a
-DeprecationWarning."""
-import sys
-import warnings
-
-from .jobs import distill as _moved
-
-warnings.warn("tinyset.pipeline is deprecated and will be removed in the next release; "
-              "import tinyset.jobs.distill instead", DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = _moved
+moved(__name__, "tinyset.jobs.distill")
