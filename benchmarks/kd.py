@@ -17,9 +17,7 @@ import time
 import torch
 
 from common import WORK, Rows, add_max_minutes, begin, mean_std, paired_seeds
-from pinned import add_teacher_args, load_pinned
-from tinyset.config import DataConfig
-from tinyset.data import load_dataset
+from pinned import add_teacher_args, dataset_and_teacher
 from tinyset.data.base import Dataset, TensorSplit
 from tinyset.eval.trainer import TrainSpec, train
 from tinyset.kd import build_kd_loss
@@ -62,8 +60,7 @@ def main() -> None:
     args = p.parse_args()
     cmd, deadline = begin(args)
 
-    ds = load_dataset("cifar10", DataConfig(dataset="cifar10", data_root=args.data_root))
-    teacher = load_pinned(args.pinned_teacher, ds, retrain=args.retrain_teacher)
+    ds, teacher = dataset_and_teacher(args)
     train_split = subset(ds, args.per_class)
     spec0 = TrainSpec(epochs=args.epochs, batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4,
                       augment="shift", shift_pad=4)

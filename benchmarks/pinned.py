@@ -256,6 +256,13 @@ def pin_ssl(name: str, ds, device="cpu", cache: str | None = None, replace: bool
     return load_pinned_ssl(name, ds, device, cache=cache)
 
 
+def dataset_and_teacher(args, device="cpu", cache: str | None = None):
+    """The dataset a benchmark's ``--pinned-teacher`` was trained on (from ``--data-root``) and that teacher."""
+    cfg = _entry(args.pinned_teacher).data_config(args.data_root)
+    ds = load_dataset(cfg.dataset, cfg)
+    return ds, load_pinned(args.pinned_teacher, ds, device, retrain=args.retrain_teacher, cache=cache)
+
+
 def add_teacher_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--pinned-teacher", default=default, choices=list(PINNED), help="committed teacher (benchmarks/teachers/)")
     p.add_argument("--retrain-teacher", action="store_true",

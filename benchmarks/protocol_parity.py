@@ -17,9 +17,8 @@ import time
 import torch
 
 from common import WORK, Rows, add_max_minutes, begin, mean_std, paired_seeds
-from pinned import add_teacher_args, load_pinned
-from tinyset.config import DataConfig, RunConfig, build_config, describe_protocol, to_dict
-from tinyset.data import load_dataset
+from pinned import add_teacher_args, dataset_and_teacher
+from tinyset.config import RunConfig, build_config, describe_protocol, to_dict
 from tinyset.eval.protocol import random_subset, train_student
 from tinyset.utils.seeding import derive_seed
 
@@ -62,8 +61,7 @@ def main() -> None:
     add_max_minutes(p)
     args = p.parse_args()
     cmd, deadline = begin(args)
-    ds = load_dataset("cifar10", DataConfig(dataset="cifar10", data_root=args.data_root))
-    teacher = load_pinned(args.pinned_teacher, ds, retrain=args.retrain_teacher)
+    ds, teacher = dataset_and_teacher(args)
     t_acc = teacher.reference["test_accuracy"]
     notes = [
         f"CIFAR-10 random real subset, IPC {args.ipc}, student {args.student}; teacher: pinned `{args.pinned_teacher}` "
