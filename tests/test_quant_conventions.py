@@ -95,6 +95,19 @@ def test_midtread_values_and_rcf_gradients_by_hand():
     assert torch.equal(q.encode(x).flatten(), torch.tensor([4, 5, 1, 6, 0, 3]))  # code = n + m
 
 
+def _check_against_surrogate(q, x, sur, alpha: float):
+    """gradcheck the float64 surrogate ``sur(x, alpha)``, then compare the quantizer's data and clip
+    gradients with the surrogate's on one random upstream gradient; returns (data gradient, g)."""
+    a = torch.tensor([alpha], dtype=torch.float64, requires_grad=True)
+    xx = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(sur, (xx, a))
+    g = torch.randn(16, dtype=torch.float64)
+    gx_ref, ga_ref = torch.autograd.grad((sur(xx, a) * g).sum(), (xx, a))
+    _, gx, gp = _run(q, x, g)
+    assert torch.allclose(gx, gx_ref) and torch.allclose(gp["alpha"], ga_ref)
+    return gx, g
+
+
 def test_midtread_gradient_is_the_rcf_surrogates_gradcheck_float64():
     torch.manual_seed(0)
     x = torch.randn(16, dtype=torch.float64) * 1.5
@@ -108,13 +121,7 @@ def test_midtread_gradient_is_the_rcf_surrogates_gradcheck_float64():
     def sur(xx, a):
         return a * (xx / a).clamp(-1, 1) + a * K
 
-    a = torch.tensor([1.2], dtype=torch.float64, requires_grad=True)
-    xx = x.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(sur, (xx, a))
-    g = torch.randn(16, dtype=torch.float64)
-    gx_ref, ga_ref = torch.autograd.grad((sur(xx, a) * g).sum(), (xx, a))
-    _, gx, gp = _run(q, x, g)
-    assert torch.allclose(gx, gx_ref) and torch.allclose(gp["alpha"], ga_ref)
+    _check_against_surrogate(q, x, sur, 1.2)
 
 
 def test_grid_arguments():
@@ -249,13 +256,7 @@ def test_calibrated_gradient_is_its_surrogates_gradcheck_float64():
     def sur(xx, a):
         return a * (xx / a).clamp(-1, 1) + a * K + (xx - x) * outside
 
-    a = torch.tensor([1.1], dtype=torch.float64, requires_grad=True)
-    xx = x.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(sur, (xx, a))
-    g = torch.randn(16, dtype=torch.float64)
-    gx_ref, ga_ref = torch.autograd.grad((sur(xx, a) * g).sum(), (xx, a))
-    _, gx, gp = _run(q, x, g)
-    assert torch.allclose(gx, gx_ref) and torch.allclose(gp["alpha"], ga_ref)
+    gx, g = _check_against_surrogate(q, x, sur, 1.1)
     assert torch.equal(gx, g)  # exactly 1 everywhere
 
 
