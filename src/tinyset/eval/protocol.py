@@ -131,21 +131,17 @@ def train_student(
 ) -> float:
     """One student from scratch on (images, labels); returns last-epoch test accuracy (percent).
     ``mode="stored"`` learns from ``soft_labels`` (stored logits [N, K]) instead of a teacher."""
+    spec = eval_spec(ecfg, channels_last, amp)
+    targets = labels
     if mode == "stored":
         if soft_labels is None or len(soft_labels) != len(labels):
             raise TinysetError("the stored label mode needs stored soft labels, one row per sample "
                                "(`tinyset compress RUN --labels stored`, or `jobs.compress.attach_soft_labels`)")
-        spec = eval_spec(ecfg, channels_last, amp)
         loss = StoredLabelsLoss(kd_loss_for_eval(ecfg), spec.ce_weight)
         spec.ce_weight = 0.0  # taken inside the loss (the targets are not hard labels)
-        torch.manual_seed(derive_seed(seed, "student-init"))
-        student = get_model(ecfg.student, ds.info)
         targets = torch.cat([soft_labels.float(), labels.float().unsqueeze(1)], dim=1)
-        res = train(student, TensorSplit(images, targets), spec, loss, teacher=None, test_split=ds.test, device=device,
-                    seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc, progress=progress,
-                    log_fields=log_fields)
-        return float(res.test_accuracy)
-    if mode == "soft":
+        teacher = None
+    elif mode == "soft":
         if teacher is None:
             raise TinysetError("soft-label evaluation needs a teacher")
         loss = kd_loss_for_eval(ecfg)
@@ -157,9 +153,8 @@ def train_student(
     torch.manual_seed(derive_seed(seed, "student-init"))
     student = get_model(ecfg.student, ds.info)
     res = train(
-        student, TensorSplit(images, labels), eval_spec(ecfg, channels_last, amp), loss, teacher=teacher,
-        test_split=ds.test, device=device, seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc,
-        progress=progress, log_fields=log_fields,
+        student, TensorSplit(images, targets), spec, loss, teacher=teacher, test_split=ds.test, device=device,
+        seed=derive_seed(seed, "student-train"), runlog=runlog, desc=desc, progress=progress, log_fields=log_fields,
     )
     return float(res.test_accuracy)
 
