@@ -42,7 +42,8 @@ class Rows:
         self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
         if self.path.exists():
             old = json.loads(self.path.read_text())
-            self.data["rows"] = old.get("rows", [])
+            # rows written before rows kept their own command: the file's last command is the best record
+            self.data["rows"] = [{"command": old["command"], **r} if old.get("command") else r for r in old.get("rows", [])]
 
     def key(self, row: dict) -> tuple:
         return (row["dataset"], row["method"], row["ipc"], row.get("eval_loss", "kd"))
@@ -54,6 +55,9 @@ class Rows:
         return None
 
     def add(self, row: dict) -> None:
+        # each row keeps the command and commit that produced it: a table filled by several partial
+        # runs (--rows, --only, --max-minutes pieces) is reproduced by the list of its rows' commands
+        row = {**row, "command": row.get("command", self.command), "row_commit": row.get("row_commit", commit())}
         self.data["rows"] = [r for r in self.data["rows"] if self.key(r) != self.key(row)] + [row]
         self.data["commit"] = commit()
         self.data["machine"] = machine_description()
@@ -69,8 +73,10 @@ class Rows:
             ("teacher_backward_images", "teacher fwd+bwd images"), ("teacher_forward_images", "teacher fwd images"),
             ("throughput_ratio", "synth. / bare teacher throughput"), ("iterations_run", "iterations run"),
         ]
+        commands = list(dict.fromkeys(r["command"] for r in self.data["rows"] if r.get("command"))) or [self.command]
         lines = [f"# {self.title}", "", f"Machine: {self.data['machine']}. Commit: {self.data['commit']}.", "",
-                 "Reproduce with:", "", "```", self.command, "```", ""]
+                 "Reproduce with" + (" (the rows' commands, in order):" if len(commands) > 1 else ":"), "",
+                 "```", *commands, "```", ""]
         lines += [f"- {n}" for n in self.notes]
         lines += ["", "| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
         for r in self.data["rows"]:

@@ -109,3 +109,22 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
     assert rows["B-hard-quadd-dm-uniform2"]["ipc"] > rows["B-stored-quadd-dm-uniform2"]["ipc"] >= 1
     again = _run("quadd.py", args, tmp_path)  # finished rows and seeds are kept: nothing is trained again
     assert "seed 0:" not in again.stderr
+
+
+def test_a_table_filled_by_several_runs_lists_every_rows_command(tmp_path, monkeypatch):
+    """Rows written by different partial runs (--rows, --only) keep their own command; the table's
+    'Reproduce with' lists each once, in row order, and a row rewritten later takes its new command."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    row = dict.fromkeys(ROW_KEYS, 1) | {"accuracy_mean": 50.0, "accuracy_std": 1.0}
+    common.Rows("t", "T", "python b.py --rows a").add({**row, "method": "a"})
+    common.Rows("t", "T", "python b.py --rows b").add({**row, "method": "b"})
+    rows = common.Rows("t", "T", "python b.py --rows a --seeds 5")
+    assert [r["command"] for r in rows.data["rows"]] == ["python b.py --rows a", "python b.py --rows b"]
+    rows.add({**row, "method": "a"})
+    md = (tmp_path / "t.md").read_text()
+    assert "the rows' commands, in order" in md
+    assert md.index("python b.py --rows b\n") < md.index("python b.py --rows a --seeds 5\n")
+    assert "python b.py --rows a\n" not in md
