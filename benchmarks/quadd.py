@@ -72,6 +72,15 @@ DEADLINE = Deadline(None)  # --max-minutes; checked before every synthesis, comp
 
 
 class QuaddRows(Rows):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        # a row without set_bytes predates the honest accounting (issue 22): rerun it, never skip it
+        stale = [r["row_id"] for r in self.data["rows"] if "set_bytes" not in r]
+        if stale:
+            log.warning("%s: %d rows predate the set/student-bytes accounting and will be rerun: %s",
+                        self.name, len(stale), ", ".join(stale))
+            self.data["rows"] = [r for r in self.data["rows"] if "set_bytes" in r]
+
     def key(self, row):
         return (row["dataset"], row["row_id"])
 

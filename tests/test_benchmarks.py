@@ -128,3 +128,17 @@ def test_a_table_filled_by_several_runs_lists_every_rows_command(tmp_path, monke
     assert "the rows' commands, in order" in md
     assert md.index("python b.py --rows b\n") < md.index("python b.py --rows a --seeds 5\n")
     assert "python b.py --rows a\n" not in md
+
+
+def test_quadd_reruns_rows_that_predate_the_byte_accounting(tmp_path, monkeypatch):
+    """A results file from before set/student bytes existed must not make a rerun skip its rows."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+    import quadd
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    old = {"dataset": "beam", "row_id": "full-fp32", "bytes": 10}
+    new = {"dataset": "beam", "row_id": "full-uint8", "set_bytes": 5, "student_bytes": 5}
+    (tmp_path / "quadd_beam.json").write_text(json.dumps({"command": "python b.py", "rows": [old, new]}))
+    rows = quadd.QuaddRows("quadd_beam", "T", "python b.py")
+    assert not rows.has(row_id="full-fp32") and rows.has(row_id="full-uint8")
