@@ -4,8 +4,9 @@ parameter, three profiles picked by resolution:
 
 - small (<= 32 px, e.g. CIFAR-10): ConvNet-3 teacher (10 epochs, pinned) and student; rows random,
   rded, e2d, herding, sre2l (its CIFAR recipe); more rows with --rows;
-- medium (<= 64 px, e.g. Imagenette at 64 px): ConvNet-4 teacher (30 epochs, pinned) and student;
-  rows random, rded (2x2 tiles), e2d, sre2l, e2d_no_memory, e2d_noise_init;
+- medium (<= 64 px, e.g. Imagenette at 64 px): ConvNet-4 teacher (width 128, 30 epochs, pinned),
+  ConvNet-4 width-64 student (CPU time; --student convnet4 for the teacher's width); rows random,
+  rded (2x2 tiles), e2d, e2d_reference, sre2l, e2d_no_memory, e2d_noise_init;
 - large (> 64 px, e.g. Imagenette at 128 px): ConvNet-5 teacher (30 epochs) and student, as the
   128-px distillation tables use; rows random, e2d, rded (tiled), sre2l (its ImageNet recipe),
   e2d_no_memory, e2d_noise_init.
@@ -77,12 +78,14 @@ ROWS = {
 
 @dataclass(frozen=True)
 class Profile:
-    model: str  # teacher and student
+    model: str  # teacher (and student, unless ``student`` says otherwise)
     teacher_epochs: int
     teacher_batch: int
     epochs: int  # student epochs
     rows: tuple[str, ...]
     about: str
+    student: str | None = None
+    student_why: str = ""
 
 
 PROFILES = {
@@ -91,7 +94,9 @@ PROFILES = {
                      "ConvNet-3 (width 128, BatchNorm)"),
     "medium": Profile("convnet4", 30, 64, 300,
                       ("random", "rded", "e2d", "e2d_reference", "sre2l", "e2d_no_memory", "e2d_noise_init"),
-                      "ConvNet-4 (width 128, BatchNorm)"),
+                      "ConvNet-4 (width 128, BatchNorm)", "convnet:depth=4,width=64",
+                      "width 64 for CPU time: a student step costs about half the width-128 one's here (1.06 vs "
+                      "2.19 s per 50 images at 64 px, teacher forward included), ~35 student trainings per table"),
     "large": Profile("convnet5", 30, 64, 300,
                      ("random", "e2d", "rded", "sre2l", "e2d_no_memory", "e2d_noise_init"),
                      "ConvNet-5 (width 128, BatchNorm; the 128-px distillation tables' network)"),
@@ -168,6 +173,7 @@ def main() -> None:
     add_max_minutes(p)
     p.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="rows, in this order (default: the profile's)")
     p.add_argument("--teacher", default=None, help="teacher and student model (default: the profile's)")
+    p.add_argument("--student", default=None, help="student model (default: the profile's, else the teacher's)")
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--iterations", type=int, default=None, help="override E2D/SRe2L iterations (smoke runs only)")
     p.add_argument("--cache", default=str(HERE / "cache"), help="teacher cache (the teacher and its BN statistics)")
@@ -185,6 +191,7 @@ def main() -> None:
     px = ds.info.shape[-1]
     prof = PROFILES[args.profile or ("small" if px <= 32 else "medium" if px <= 64 else "large")]
     model = args.teacher or prof.model
+    student = args.student or (None if args.teacher else prof.student) or model
     row_names = args.rows or list(prof.rows)
     amp = args.device.startswith("cuda")
     deadline = Deadline(args.max_minutes)
@@ -198,7 +205,7 @@ def main() -> None:
     else:
         teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
     teacher_secs = time.perf_counter() - t0
-    ecfg = build_config(RunConfig, None, [f"eval.protocol={args.protocol}", f"eval.student={model}", "eval.seeds=1",
+    ecfg = build_config(RunConfig, None, [f"eval.protocol={args.protocol}", f"eval.student={student}", "eval.seeds=1",
                                           "eval.random_baseline=false"]
                         + ([f"eval.epochs={args.epochs}"] if args.epochs else [])).eval
     epochs = ecfg.epochs
@@ -211,7 +218,8 @@ def main() -> None:
         + (f", pinned `{pinned}` (benchmarks/teachers/)" if pinned and teacher.reference.get("pinned") else
            f", trained here for {tcfg.epochs} epochs and cached")
         + f": {teacher.reference['test_accuracy']:.2f}% test accuracy, shared by every row.",
-        f"Student protocol (same for all rows): `{describe_protocol(ecfg)}` (`tinyset protocols`), student {model}, "
+        f"Student protocol (same for all rows): `{describe_protocol(ecfg)}` (`tinyset protocols`), student {student}"
+        + (f" ({prof.student_why})" if student == prof.student and prof.student_why else "") + ", "
         f"teacher soft labels computed online on each augmented view. Last-epoch test accuracy. Device: {args.device}"
         + (" (bf16 autocast, channels_last)." if amp else "."),
         f"Seeds are paired: seed s re-synthesises the set (run seed s) and trains one student (eval seed s); mean ± std "
@@ -240,11 +248,12 @@ def main() -> None:
                ("teacher_backward_images", "teacher fwd+bwd images"), ("throughput_ratio", "synth. / bare throughput"),
                ("iterations_run", "iterations run"), ("iterations_saved_pct", "saved %"),
                ("memory_occupancy_mean", "memory"), ("template_score", "template score"), ("teacher_accuracy", "teacher %")]
-    title = f"Decoupled distillation on {ds.info.name} at {px} px ({model} teacher and student)"
+    title = f"Decoupled distillation on {ds.info.name} at {px} px " + (
+        f"({model} teacher and student)" if student == model else f"({model} teacher, {student} student)")
     sized = short + (str(px) if short in SHORTHANDS and px != SHORTHANDS[short][1] else "")  # imagenette64
     rows = Rows(args.results or f"decoupled_{sized}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
-    rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"))
+    rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"), r.get("student"))
 
     proto = describe_protocol(ecfg)
     tag = "".join(c if c.isalnum() else "_" for c in proto)
@@ -252,11 +261,14 @@ def main() -> None:
     for ipc in args.ipc:
         for name in row_names:
             method, margs = ROWS[name]
-            if stopped or rows.has(method=name, ipc=ipc, protocol=proto):
+            if stopped or rows.has(method=name, ipc=ipc, protocol=proto, student=student):
                 continue
             per_seed = []
             for s in range(args.seeds):
-                out = WORK / f"{short}-{tag}-{pinned or 'cached'}-{name}-ipc{ipc}-seed{s}"
+                # the set (synthesis) is the student's business only through its folder name: a student
+                # other than the teacher gets its own folders so a seed's accuracy is never mixed up
+                student_tag = "" if student == model else "-" + "".join(c if c.isalnum() else "_" for c in student)
+                out = WORK / f"{sized}-{tag}-{pinned or 'cached'}{student_tag}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))
@@ -306,7 +318,7 @@ def main() -> None:
             saved = [r["iterations_saved_pct"] for r in per_seed if r.get("iterations_saved_pct") is not None]
             occ = [round(v, 2) for v in pad_reduce([r.get("memory_occupancy") for r in per_seed], statistics.fmean)]
             rows.add({
-                "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": model, "protocol": proto,
+                "dataset": short, "method": name, "ipc": ipc, "bits": 32, "student": student, "protocol": proto,
                 "seeds": len(accs),
                 "accuracy_mean": statistics.fmean(accs), "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                 "accuracies": accs, "synthesis_seeds": [synthesis_seed(0, s) for s in range(args.seeds)],

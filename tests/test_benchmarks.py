@@ -142,3 +142,14 @@ def test_quadd_reruns_rows_that_predate_the_byte_accounting(tmp_path, monkeypatc
     (tmp_path / "quadd_beam.json").write_text(json.dumps({"command": "python b.py", "rows": [old, new]}))
     rows = quadd.QuaddRows("quadd_beam", "T", "python b.py")
     assert not rows.has(row_id="full-fp32") and rows.has(row_id="full-uint8")
+
+
+def test_decoupled_student_other_than_the_teacher_is_recorded_and_kept_apart(tmp_path):
+    args = ["--dataset", "digits", "--teacher", "convnet:depth=1,width=8", "--teacher-epochs", "1", "--epochs", "1",
+            "--seeds", "1", "--ipc", "1", "--rows", "random", "--cache", str(tmp_path / "cache")]
+    _run("decoupled.py", args, tmp_path)
+    _run("decoupled.py", [*args, "--student", "convnet:depth=1,width=4"], tmp_path)
+    rows = _rows(tmp_path / "results" / "decoupled_digits.json")
+    assert sorted(r["student"] for r in rows) == ["convnet:depth=1,width=4", "convnet:depth=1,width=8"]
+    assert len(list((tmp_path / "work").glob("digits-*-random-ipc1-seed0"))) == 2  # one set folder per student
+    assert "convnet:depth=1,width=8 teacher, convnet:depth=1,width=4 student" in (tmp_path / "results" / "decoupled_digits.md").read_text()
