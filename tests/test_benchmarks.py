@@ -153,3 +153,25 @@ def test_decoupled_student_other_than_the_teacher_is_recorded_and_kept_apart(tmp
     assert sorted(r["student"] for r in rows) == ["convnet:depth=1,width=4", "convnet:depth=1,width=8"]
     assert len(list((tmp_path / "work").glob("digits-*-random-ipc1-seed0"))) == 2  # one set folder per student
     assert "convnet:depth=1,width=8 teacher, convnet:depth=1,width=4 student" in (tmp_path / "results" / "decoupled_digits.md").read_text()
+
+
+def test_progress_lists_rows_and_the_seeds_of_rows_in_progress(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import progress
+
+    res, work = tmp_path / "results", tmp_path / "work"
+    res.mkdir()
+    row = {"dataset": "cifar10", "method": "e2d", "ipc": 10, "seeds": 5, "accuracy_mean": 56.5, "accuracy_std": 0.6}
+    (res / "decoupled_cifar10.json").write_text(json.dumps({"rows": [row]}))
+    (res / "ssdd_smoke.json").write_text(json.dumps({"rows": [{**row, "method": "ssdd"}]}))
+    for s in (0, 1):  # decoupled.py keeps a folder per seed; a seed still running has no record yet
+        (work / f"cifar10-rded-sre2l-ipc10-seed{s}").mkdir(parents=True)
+    (work / "cifar10-rded-sre2l-ipc10-seed0" / "bench_seed.json").write_text("{}")
+    (work / "kd_cifar10-400-8-kd").mkdir()  # common.paired_seeds keeps a file per seed in the row's folder
+    (work / "kd_cifar10-400-8-kd" / "seed3.json").write_text("{}")
+    text = "\n".join(progress.report(res, work))
+    assert "cifar10 e2d 10: 5 seeds, 56.50 ± 0.60" in text and "ssdd" not in text
+    assert "cifar10-rded-sre2l-ipc10: 1 (0)" in text and "kd_cifar10-400-8-kd: 1 (3)" in text
+    (res / "broken.json").write_text("{")
+    with pytest.raises(SystemExit, match="broken.json: not readable"):
+        progress.report(res, work)
