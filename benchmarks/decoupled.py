@@ -202,7 +202,8 @@ def main() -> None:
     if pinned and not args.teacher and not args.teacher_epochs:
         teacher = load_pinned(pinned, ds, args.device, retrain=args.retrain_teacher, cache=args.cache)
         tcfg = dataclasses.replace(tcfg, checkpoint=teacher.reference["path"])  # every row's synthesis uses it
-    else:
+    else:  # a teacher of its own (--teacher / --teacher-epochs): its rows and set folders must not claim the pinned one
+        pinned = None
         teacher = get_teacher(ds, tcfg, args.device, progress=False, num_workers=args.workers)
     teacher_secs = time.perf_counter() - t0
     ecfg = build_config(RunConfig, None, [f"eval.protocol={args.protocol}", f"eval.student={student}", "eval.seeds=1",
@@ -256,6 +257,8 @@ def main() -> None:
     rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"), r.get("student"))
 
     proto = describe_protocol(ecfg)
+    # set folders are keyed by the teacher that made them: the pinned name, else the cached model and epochs
+    teacher_tag = pinned or "cached-" + "".join(c if c.isalnum() else "_" for c in model) + f"-e{tcfg.epochs}"
     tag = "".join(c if c.isalnum() else "_" for c in proto)
     stopped = False
     for ipc in args.ipc:
@@ -268,7 +271,7 @@ def main() -> None:
                 # the set (synthesis) is the student's business only through its folder name: a student
                 # other than the teacher gets its own folders so a seed's accuracy is never mixed up
                 student_tag = "" if student == model else "-" + "".join(c if c.isalnum() else "_" for c in student)
-                out = WORK / f"{sized}-{tag}-{pinned or 'cached'}{student_tag}-{name}-ipc{ipc}-seed{s}"
+                out = WORK / f"{sized}-{tag}-{teacher_tag}{student_tag}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))
