@@ -166,6 +166,9 @@ def support_sizes(st: dict, shape, dim: int, budget_floats: float) -> dict[str, 
     return out
 
 
+CLAIM_SEEDS = 5  # a claim needs 5 paired seeds on both rows; fewer leave it undecided
+
+
 def pooled_claims(rows: list[dict]) -> list[str]:
     """Each claim: holds / does not hold on the mean linear-probe accuracy over targets; a gap within
     two pooled standard deviations is no gap."""
@@ -175,6 +178,10 @@ def pooled_claims(rows: list[dict]) -> list[str]:
         if a not in by or b not in by:
             continue
         ra, rb = by[a], by[b]
+        if min(ra["seeds"], rb["seeds"]) < CLAIM_SEEDS:
+            out.append(f"claim: {text}: undecided ({a} {ra['seeds']} seeds, {b} {rb['seeds']}; a claim needs "
+                       f"{CLAIM_SEEDS} paired seeds on both rows)")
+            continue
         gap = ra["accuracy_mean"] - rb["accuracy_mean"]
         pooled = math.sqrt((ra["accuracy_std"] ** 2 + rb["accuracy_std"] ** 2) / 2)
         ok = gap > 2 * pooled if kind == "beats" else gap >= -2 * pooled

@@ -175,3 +175,16 @@ def test_progress_lists_rows_and_the_seeds_of_rows_in_progress(tmp_path, monkeyp
     (res / "broken.json").write_text("{")
     with pytest.raises(SystemExit, match="broken.json: not readable"):
         progress.report(res, work)
+
+
+def test_ssdd_claims_need_five_seeds_and_two_pooled_std(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import ssdd
+
+    def row(method, mean, std, seeds=5):
+        return {"method": method, "accuracy_mean": mean, "accuracy_std": std, "seeds": seeds}
+
+    (text, a, b, kind) = next(c for c in ssdd.CLAIMS if c[3] == "beats")
+    assert "**holds**" in ssdd.pooled_claims([row(a, 60.0, 1.0), row(b, 57.0, 1.0)])[0]
+    assert "**does not hold**" in ssdd.pooled_claims([row(a, 60.0, 1.0), row(b, 58.5, 1.0)])[0]  # under 2 pooled std
+    assert "undecided" in ssdd.pooled_claims([row(a, 60.0, 0.0, seeds=1), row(b, 50.0, 0.0, seeds=1)])[0]
