@@ -480,9 +480,10 @@ def gap(a: dict, b: dict) -> str:
     d = a["accuracy_mean"] - b["accuracy_mean"]
     if a["seeds"] < 2 or b["seeds"] < 2:
         return f"not measurable with one seed ({d:+.2f})"
+    few = "" if min(a["seeds"], b["seeds"]) >= 5 else f"; {min(a['seeds'], b['seeds'])} seeds: an observation, a claim needs 5"
     if pooled == 0 or abs(d) <= 2 * pooled:
-        return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f})"
-    return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f})"
+        return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f}{few})"
+    return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f}{few})"
 
 
 def cifar_findings(rows: Rows) -> list[str]:

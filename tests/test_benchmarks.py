@@ -188,3 +188,15 @@ def test_ssdd_claims_need_five_seeds_and_two_pooled_std(monkeypatch):
     assert "**holds**" in ssdd.pooled_claims([row(a, 60.0, 1.0), row(b, 57.0, 1.0)])[0]
     assert "**does not hold**" in ssdd.pooled_claims([row(a, 60.0, 1.0), row(b, 58.5, 1.0)])[0]  # under 2 pooled std
     assert "undecided" in ssdd.pooled_claims([row(a, 60.0, 0.0, seeds=1), row(b, 50.0, 0.0, seeds=1)])[0]
+
+
+def test_quadd_gap_wording_follows_the_two_pooled_std_rule_and_the_seed_count(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import quadd
+
+    def r(mean, std, seeds=5):
+        return {"accuracy_mean": mean, "accuracy_std": std, "seeds": seeds}
+
+    assert quadd.gap(r(60, 1), r(56, 1)).startswith("above by +4.00")
+    assert quadd.gap(r(60, 1), r(59, 1)).startswith("no gap")
+    assert "an observation, a claim needs 5" in quadd.gap(r(60, 1, 3), r(56, 1, 3))
