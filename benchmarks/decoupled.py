@@ -344,7 +344,10 @@ def main() -> None:
                           f"E2D crop memory, {ds.info.name} {px} px, IPC {ipc} (mean over seeds)")
         if png:
             print(f"wrote {png}")
-    print(f"wrote {rows.path} and {rows.path.with_suffix('.md')}")
+    if rows.path.exists():
+        print(f"wrote {rows.path} and {rows.path.with_suffix('.md')}")
+    else:  # stopped before any row had all its seeds: they are kept under work/ for the rerun
+        print(f"no row finished yet: nothing written to {rows.path.name}; finished seeds are kept under {WORK}")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def test_max_minutes_stops_cleanly_and_a_rerun_continues(tmp_path):
             "--seeds", "2", "--ipc", "1", "--rows", "random", "--cache", str(tmp_path / "cache")]
     stopped = _run("decoupled.py", [*args, "--max-minutes", "0"], tmp_path)
     assert "--max-minutes 0 reached: stopping here" in stopped.stdout
+    assert "no row finished yet: nothing written" in stopped.stdout
     results = tmp_path / "results" / "decoupled_digits.json"
     assert not results.exists() or _rows(results) == []
     _run("decoupled.py", args, tmp_path)
