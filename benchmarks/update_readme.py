@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark tables: start -->", "<!-- benchmark tables: end -->"
 
 
-def main() -> None:
+def sections() -> list[str]:
+    """Each results table as the manual shows it (smoke tables left out)."""
     parts = []
     for md in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
         if md.stem.endswith("_smoke"):  # a smoke run proves a script works; its numbers are not results
@@ -17,6 +18,11 @@ def main() -> None:
         text = md.read_text().strip()
         text = re.sub(r"^# ", "### ", text, count=1)  # demote the title under the page's section
         parts.append(f"{text}\n\n(from `benchmarks/results/{md.name}`)")
+    return parts
+
+
+def main() -> None:
+    parts = sections()
     readme = ROOT / "docs" / "benchmarks.md"
     body = readme.read_text()
     if START not in body:
