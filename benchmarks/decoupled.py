@@ -76,6 +76,11 @@ ROWS = {
 }
 
 
+def slug(text: str) -> str:
+    """A folder-name-safe form of a protocol or model name."""
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
 @dataclass(frozen=True)
 class Profile:
     model: str  # teacher (and student, unless ``student`` says otherwise)
@@ -258,8 +263,8 @@ def main() -> None:
 
     proto = describe_protocol(ecfg)
     # set folders are keyed by the teacher that made them: the pinned name, else the cached model and epochs
-    teacher_tag = pinned or "cached-" + "".join(c if c.isalnum() else "_" for c in model) + f"-e{tcfg.epochs}"
-    tag = "".join(c if c.isalnum() else "_" for c in proto)
+    teacher_tag = pinned or f"cached-{slug(model)}-e{tcfg.epochs}"
+    tag = slug(proto)
     stopped = False
     for ipc in args.ipc:
         for name in row_names:
@@ -270,7 +275,7 @@ def main() -> None:
             for s in range(args.seeds):
                 # the set (synthesis) is the student's business only through its folder name: a student
                 # other than the teacher gets its own folders so a seed's accuracy is never mixed up
-                student_tag = "" if student == model else "-" + "".join(c if c.isalnum() else "_" for c in student)
+                student_tag = "" if student == model else f"-{slug(student)}"
                 out = WORK / f"{sized}-{tag}-{teacher_tag}{student_tag}-{name}-ipc{ipc}-seed{s}"
                 done = out / "bench_seed.json"
                 if done.exists():
