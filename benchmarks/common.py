@@ -140,6 +140,9 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
     return out
 
 
+CLAIM_SEEDS = 5  # a gap carries a claim only on this many paired seeds per row; fewer make it an observation
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     import statistics
 

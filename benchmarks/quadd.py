@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std, paired_seeds
+from common import CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std, paired_seeds
 from pinned import PINNED, add_teacher_args, load_pinned, paths
 from tinyset.artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig, build_config, describe_protocol, to_dict
@@ -480,7 +480,8 @@ def gap(a: dict, b: dict) -> str:
     d = a["accuracy_mean"] - b["accuracy_mean"]
     if a["seeds"] < 2 or b["seeds"] < 2:
         return f"not measurable with one seed ({d:+.2f})"
-    few = "" if min(a["seeds"], b["seeds"]) >= 5 else f"; {min(a['seeds'], b['seeds'])} seeds: an observation, a claim needs 5"
+    n = min(a["seeds"], b["seeds"])
+    few = "" if n >= CLAIM_SEEDS else f"; {n} seeds: an observation, a claim needs {CLAIM_SEEDS}"
     if pooled == 0 or abs(d) <= 2 * pooled:
         return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f}{few})"
     return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f}{few})"

@@ -42,7 +42,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import WORK, Deadline, Rows, add_max_minutes, command_line, mean_std, paired_seeds
+from common import CLAIM_SEEDS, WORK, Deadline, Rows, add_max_minutes, command_line, mean_std, paired_seeds
 from tinyset.config import DataConfig, RunConfig
 from tinyset.data import load_dataset
 from tinyset.errors import TinysetError
@@ -164,9 +164,6 @@ def support_sizes(st: dict, shape, dim: int, budget_floats: float) -> dict[str, 
         m = ssdd_size(budget_floats, cfg, (shape[0], low, low), dim)
         out[row] = (m, m * len(views))
     return out
-
-
-CLAIM_SEEDS = 5  # a claim needs 5 paired seeds on both rows; fewer leave it undecided
 
 
 def pooled_claims(rows: list[dict]) -> list[str]:
