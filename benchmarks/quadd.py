@@ -25,6 +25,7 @@ holds synthesis and training variance. 5 seeds by default.
 
     python benchmarks/quadd.py --part beam
     python benchmarks/quadd.py --part cifar --data-root ../shared/data --sections A --bases dm
+    python benchmarks/quadd.py --part cifar --sections A --only 'A-fp32-*' 'A-*-uniform3' 'A-*2'  # claim rows first
     python benchmarks/quadd.py --part cifar --smoke      # a minutes-long check of the script
 
 ``set_bytes`` = the set file on disk (codes or pixels, clips, labels, header and decode metadata);
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import logging
 import math
 import statistics
@@ -148,6 +150,11 @@ def summarise(recs: list[dict]) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+def selected(row_id: str, patterns: list[str] | None) -> bool:
+    """``--only``: shell-style patterns on row ids, so the rows that carry a claim can run first."""
+    return not patterns or any(fnmatch.fnmatchcase(row_id, p) for p in patterns)
+
+
 def eval_config(protocol: str, student: str, overrides: list[str]) -> EvalConfig:
     """The resolved EvalConfig of a named protocol with dotted ``eval.`` overrides."""
     extra = [o if o.startswith("eval.") else f"eval.{o}" for o in overrides]
@@ -218,9 +225,12 @@ def cifar(args) -> None:
     rows = QuaddRows(name, f"QuADD on {ds.info.name}: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
                      command_line(), notes, cols)
 
+    row_ids: list[str] = []  # every row this run could make, for checking --only
+
     def evaluate(row_id, part, method, base, quantizer, bits, make, mode, ecfg):
         """One row: ``make(s)`` -> the artifact of seed s (synthesised / redrawn for that seed)."""
-        if rows.has(row_id=row_id):
+        row_ids.append(row_id)
+        if rows.has(row_id=row_id) or not selected(row_id, args.only):
             return
         DEADLINE.check()
 
@@ -313,6 +323,9 @@ def cifar(args) -> None:
                 if nb >= 1:
                     evaluate(f"B-{mode}-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", b,
                              quadd(base, "uniform", b, nb), mode, ecfg_b)
+    unmatched = [p for p in args.only or [] if not any(selected(r, [p]) for r in row_ids)]
+    if unmatched:
+        raise SystemExit(f"--only: no row id matches {', '.join(map(repr, unmatched))}; the ids are {', '.join(row_ids)}")
     rows.notes += ["Findings (computed from the rows above):"] + cifar_findings(rows)
     rows.write_markdown()
     plot(rows, f"{name}.png", f"{ds.info.name}: accuracy against bytes")
@@ -592,6 +605,9 @@ def main() -> None:
     p.add_argument("--dataset", default="cifar10", help="the CIFAR part's dataset; another (digits) only with --smoke")
     p.add_argument("--sections", nargs="+", default=["A", "B"], help="CIFAR parts to run")
     p.add_argument("--bases", nargs="+", default=["dm", "e2d"], help="CIFAR bases to run")
+    p.add_argument("--only", nargs="+", metavar="PATTERN",
+                   help="CIFAR: run only the rows whose id matches one of these shell patterns "
+                        "(e.g. 'A-fp32-*' 'A-*-uniform3' 'A-*2'); the others are left for a later run")
     p.add_argument("--report-only", action="store_true", help="beam: rewrite the table, findings and plot from the rows already there")
     add_teacher_args(p, "cifar10-convnet3")
     add_max_minutes(p)

@@ -112,6 +112,21 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
     assert "seed 0:" not in again.stderr
 
 
+def test_quadd_only_runs_the_matching_rows_and_names_a_pattern_that_matches_none(tmp_path):
+    """--only lets the rows that carry a claim run first; a typo is a one-line error listing the ids."""
+    base = ["--part", "cifar", "--smoke", "--dataset", "digits", "--bases", "dm", "--sections", "A",
+            "--student", "convnet:depth=1,width=8"]
+    _run("quadd.py", [*base, "--only", "A-random-*"], tmp_path)
+    ids = {r["row_id"] for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
+    assert ids == {"A-random-fp32", "A-random-apot3", "A-random-uniform2"}
+    env = {**os.environ, "TINYSET_BENCH_RESULTS": str(tmp_path / "results"), "TINYSET_BENCH_WORK": str(tmp_path / "work"),
+           "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(BENCH / "quadd.py"), *base, "--only", "A-qaudd-*"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "--only: no row id matches 'A-qaudd-*'" in proc.stderr and "A-quadd-dm-uniform2" in proc.stderr
+
+
 def test_a_table_filled_by_several_runs_lists_every_rows_command(tmp_path, monkeypatch):
     """Rows written by different partial runs (--rows, --only) keep their own command; the table's
     'Reproduce with' lists each once, in row order, and a row rewritten later takes its new command."""
