@@ -6,7 +6,8 @@ parameter, three profiles picked by resolution:
   rded, e2d, herding, sre2l (its CIFAR recipe); more rows with --rows;
 - medium (<= 64 px, e.g. Imagenette at 64 px): ConvNet-4 teacher (width 128, 30 epochs, pinned),
   ConvNet-4 width-64 student (CPU time; --student convnet4 for the teacher's width); rows random,
-  rded (2x2 tiles), e2d, e2d_reference, sre2l, e2d_no_memory, e2d_noise_init;
+  rded (2x2 tiles), e2d, e2d_reference, sre2l, e2d_no_memory, e2d_noise_init, rded_untiled (one
+  crop per image: what the tiling costs a 64-px student);
 - large (> 64 px, e.g. Imagenette at 128 px): ConvNet-5 teacher (30 epochs) and student, as the
   128-px distillation tables use; rows random, e2d, rded (tiled), sre2l (its ImageNet recipe),
   e2d_no_memory, e2d_noise_init.
@@ -73,6 +74,9 @@ ROWS = {
     # the reference recovery structure (conv-input + patch statistics, pooled class targets from crop
     # 0.08-1 views, persistent EMA, 2 classes x 10 slots, per-slot init with flips): methods/e2d.py
     "e2d_reference": ("e2d", {"stats": "reference"}),
+    # RDED keeps whole crops at 64 px instead of tiling 2x2 of them (the reference tiles from 64 px
+    # up, as on Tiny-ImageNet): says whether the tiling is what a 64-px student pays for
+    "rded_untiled": ("rded", {"factor": 1}),
 }
 
 
@@ -98,7 +102,8 @@ PROFILES = {
                      ("random", "rded", "e2d", "herding", "sre2l"),
                      "ConvNet-3 (width 128, BatchNorm)"),
     "medium": Profile("convnet4", 30, 64, 300,
-                      ("random", "rded", "e2d", "e2d_reference", "sre2l", "e2d_no_memory", "e2d_noise_init"),
+                      ("random", "rded", "e2d", "e2d_reference", "sre2l", "e2d_no_memory", "e2d_noise_init",
+                       "rded_untiled"),
                       "ConvNet-4 (width 128, BatchNorm)", "convnet:depth=4,width=64",
                       "width 64 for CPU time: a student step costs about half the width-128 one's here (1.06 vs "
                       "2.19 s per 50 images at 64 px, teacher forward included), ~35 student trainings per table"),
@@ -236,7 +241,8 @@ def main() -> None:
         "above: the ImageNet recipe, one random-resized crop per batch + flip), view targets. e2d_solved_ce: images skip "
         "updates while their CE is below 0.1 (stripe remedy); e2d_lr_0.025: half E2D's lr; e2d_rerun: e2d again, the "
         "same-teacher control of rows added after the teacher was retrained (see each row's teacher_accuracy); e2d_no_memory: exploration "
-        "only (no crop memory, no early stop); e2d_noise_init: E2D from noise instead of real images.",
+        "only (no crop memory, no early stop); e2d_noise_init: E2D from noise instead of real images; rded_untiled: "
+        "RDED with one crop per image (factor 1) where the default tiles 2x2 crops (>= 64 px).",
         f"Bare teacher forward+backward (input gradients, batch 100, channels_last): {bare:.0f} images/s. synthesis s = "
         "mean per seed, without the one-off BN-statistics pass (bn_stats_s; cached per teacher and view).",
         *([f"Image-folder path: {loader['decode_img_per_s']:.0f} images/s decoding the JPEG files (resize + centre crop), "

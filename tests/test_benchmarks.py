@@ -160,6 +160,23 @@ def test_quadd_reruns_rows_that_predate_the_byte_accounting(tmp_path, monkeypatc
     assert not rows.has(row_id="full-fp32") and rows.has(row_id="full-uint8")
 
 
+def test_every_decoupled_row_names_a_method_and_options_it_has(monkeypatch):
+    """A row added to ROWS (rded_untiled, e2d_reference, ...) must not fail hours into a run on a typo."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decoupled
+
+    from tinyset.config import apply_mapping
+    from tinyset.methods.base import METHODS
+
+    for name, (method, margs) in decoupled.ROWS.items():
+        cfg = METHODS.get(method).Config()
+        apply_mapping(cfg, margs, prefix="method_args.")  # raises on an unknown option or a bad value
+        for key, value in margs.items():
+            assert getattr(cfg, key) == value, (name, key)
+    for prof in decoupled.PROFILES.values():
+        assert set(prof.rows) <= set(decoupled.ROWS)
+
+
 def test_decoupled_student_other_than_the_teacher_is_recorded_and_kept_apart(tmp_path):
     args = ["--dataset", "digits", "--teacher", "convnet:depth=1,width=8", "--teacher-epochs", "1", "--epochs", "1",
             "--seeds", "1", "--ipc", "1", "--rows", "random", "--cache", str(tmp_path / "cache")]
