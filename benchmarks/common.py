@@ -3,10 +3,12 @@ from the rows already there, rendered as a markdown table with the command that 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import time
 
@@ -37,6 +39,9 @@ class Rows:
     def __init__(self, name: str, title: str, command: str, notes: list[str] | None = None,
                  columns: list[tuple[str, str]] | None = None):
         self.name, self.title, self.command, self.notes, self.columns = name, title, command, notes or [], columns
+        # rows -> lines under the table, recomputed at every write so a table stopped by --max-minutes
+        # still shows what its finished rows answer (claims, gaps, ratios)
+        self.findings: Callable[[list[dict]], list[str]] | None = None
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.path = RESULTS / f"{name}.json"
         self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
@@ -88,6 +93,9 @@ class Rows:
                     v = r.get(key, "")
                     cells.append(f"{v:.2f}" if isinstance(v, float) else str(v if v is not None else ""))
             lines.append("| " + " | ".join(cells) + " |")
+        found = self.findings(self.data["rows"]) if self.findings else []
+        if found:
+            lines += ["", "**Findings** (computed from the rows above):", ""] + [f"- {f}" for f in found]
         (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -141,6 +149,40 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
 
 
 CLAIM_SEEDS = 5  # a gap carries a claim only on this many paired seeds per row; fewer make it an observation
+
+
+def two_pooled_std(a: dict, b: dict) -> float:
+    """The brief's noise bar between two rows: twice the pooled standard deviation of their seeds."""
+    return 2 * math.sqrt((a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) / 2)
+
+
+def paired_wins(a: dict, b: dict) -> str:
+    """', higher on k of n paired seeds' when both rows kept per-seed accuracies in seed order."""
+    xa, xb = a.get("accuracies"), b.get("accuracies")
+    if not xa or not xb or len(xa) != len(xb) or len(xa) < 2:
+        return ""
+    return f", {a['method']} higher on {sum(x > y for x, y in zip(xa, xb))} of {len(xa)} paired seeds"
+
+
+def claim_line(text: str, a: dict, b: dict, kind: str = "beats") -> str:
+    """One claim answered by two rows. kind: ``beats`` (a above b by more than two pooled std),
+    ``matches`` (a not below b by more than two pooled std) or ``differs`` (which of the two is
+    higher, if either). Fewer than CLAIM_SEEDS seeds on a row leave the claim undecided."""
+    if min(a["seeds"], b["seeds"]) < CLAIM_SEEDS:
+        return (f"claim: {text}: undecided ({a['method']} {a['seeds']} seeds, {b['method']} {b['seeds']}; a claim "
+                f"needs {CLAIM_SEEDS} paired seeds on both rows)")
+    d, bar = a["accuracy_mean"] - b["accuracy_mean"], two_pooled_std(a, b)
+    if kind == "beats":
+        verdict = "holds" if d > bar else "does not hold"
+    elif kind == "matches":
+        verdict = "holds" if d >= -bar else "does not hold"
+    elif kind == "differs":
+        verdict = "no gap" if abs(d) <= bar else f"{a['method'] if d > 0 else b['method']} is higher"
+    else:
+        raise ValueError(f"claim kind {kind!r}: expected beats, matches or differs")
+    return (f"claim: {text}: **{verdict}** ({a['method']} {a['accuracy_mean']:.2f} ± {a['accuracy_std']:.2f} vs "
+            f"{b['method']} {b['accuracy_mean']:.2f} ± {b['accuracy_std']:.2f}; gap {d:+.2f}, 2 pooled std {bar:.2f}"
+            f"{paired_wins(a, b)})")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

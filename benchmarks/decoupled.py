@@ -39,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, WORK, Deadline, Rows, add_max_minutes, bare_throughput, command_line
+from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, add_max_minutes, bare_throughput, claim_line,
+                    command_line, two_pooled_std)
 from imagefolder_io import warm_rate, with_cache
 from pinned import PINNED, load_pinned
 from tinyset.artifact import load_artifact
@@ -78,6 +79,52 @@ ROWS = {
     # up, as on Tiny-ImageNet): says whether the tiling is what a 64-px student pays for
     "rded_untiled": ("rded", {"factor": 1}),
 }
+
+# (claim, row a, row b, kind), answered per IPC by whichever of the two rows ran (common.claim_line):
+# E2D's paper ordering, what its parts buy, and the rows that explain RDED at 64 px
+CLAIMS = [
+    ("E2D beats the random real subset", "e2d", "random", "beats"),
+    ("E2D beats RDED", "e2d", "rded", "beats"),
+    ("E2D beats SRe2L", "e2d", "sre2l", "beats"),
+    ("the crop memory helps (e2d beats e2d_no_memory)", "e2d", "e2d_no_memory", "beats"),
+    ("a real-image start helps (e2d beats e2d_noise_init)", "e2d", "e2d_noise_init", "beats"),
+    ("tinyset's E2D against the reference recovery structure (decides the default)", "e2d", "e2d_reference", "differs"),
+    ("RDED's 2x2 tiling costs accuracy (rded_untiled beats rded)", "rded_untiled", "rded", "beats"),
+]
+SPEEDUP_CLAIM = 10.0  # E2D's paper: at least this many times less synthesis time than SRe2L
+SAVED_CLAIM = 30.0  # the crop memory's early stop saves at least this share of the iterations (%)
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """Each claim the table's rows can answer, per IPC (two pooled std, 5 paired seeds)."""
+    out = []
+    groups = sorted({(r["ipc"], r.get("protocol") or "", r.get("student") or "") for r in rows})
+    for ipc, proto, student in groups:  # only rows of one IPC, protocol and student are compared
+        by = {r["method"]: r for r in rows if (r["ipc"], r.get("protocol") or "", r.get("student") or "") == (ipc, proto, student)}
+        tag = f"IPC {ipc}, " + (f"{proto}, {student}, " if len({g[1:] for g in groups}) > 1 else "")
+        out += [tag + claim_line(text, by[a], by[b], kind) for text, a, b, kind in CLAIMS if a in by and b in by]
+        e2d, sre2l = by.get("e2d"), by.get("sre2l")
+        if e2d and sre2l and e2d["synthesis_seconds"] > 0:
+            ratio = sre2l["synthesis_seconds"] / e2d["synthesis_seconds"]
+            once = (sre2l["synthesis_seconds"] + sre2l.get("bn_stats_seconds", 0.0)) / (
+                e2d["synthesis_seconds"] + e2d.get("bn_stats_seconds", 0.0))
+            passes = (sre2l["teacher_backward_images"] / e2d["teacher_backward_images"]
+                      if e2d.get("teacher_backward_images") else None)
+            matches = e2d["accuracy_mean"] - sre2l["accuracy_mean"] >= -two_pooled_std(e2d, sre2l)
+            ok = ratio >= SPEEDUP_CLAIM and matches and min(e2d["seeds"], sre2l["seeds"]) >= CLAIM_SEEDS
+            out.append(
+                f"{tag}claim: E2D synthesises at least {SPEEDUP_CLAIM:g}x faster than SRe2L at equal or better "
+                f"accuracy: **{'holds' if ok else 'does not hold'}** ({ratio:.1f}x per seed, "
+                f"{e2d['synthesis_seconds']:.0f} s vs {sre2l['synthesis_seconds']:.0f} s; {once:.1f}x with each "
+                f"method's one-off statistics pass"
+                + (f"; {passes:.1f}x fewer teacher forward+backward images" if passes else "")
+                + f"; accuracy {'not below' if matches else 'below'} SRe2L's by more than 2 pooled std)")
+        if e2d and e2d.get("iterations_saved_pct") is not None:
+            saved = e2d["iterations_saved_pct"]
+            out.append(f"{tag}claim: E2D's early stop saves at least {SAVED_CLAIM:g}% of the iterations: "
+                       f"**{'holds' if saved >= SAVED_CLAIM else 'does not hold'}** ({saved:.1f}% saved, mean over "
+                       f"{e2d['seeds']} seeds)")
+    return out
 
 
 def slug(text: str) -> str:
@@ -266,6 +313,7 @@ def main() -> None:
     rows = Rows(args.results or f"decoupled_{sized}", title, cmd, notes, columns)
     rows.data["start_commit"] = rows.data["commit"]
     rows.key = lambda r: (r["dataset"], r["method"], r["ipc"], r.get("protocol"), r.get("student"))
+    rows.findings = findings
 
     proto = describe_protocol(ecfg)
     # set folders are keyed by the teacher that made them: the pinned name, else the cached model and epochs
@@ -356,6 +404,7 @@ def main() -> None:
         if png:
             print(f"wrote {png}")
     if rows.path.exists():
+        rows.write_markdown()  # the findings of every kept row, also when --max-minutes stopped this run early
         print(f"wrote {rows.path} and {rows.path.with_suffix('.md')}")
     else:  # stopped before any row had all its seeds: they are kept under work/ for the rerun
         print(f"no row finished yet: nothing written to {rows.path.name}; finished seeds are kept under {WORK}")

@@ -39,14 +39,14 @@ import argparse
 import dataclasses
 import fnmatch
 import logging
-import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std, paired_seeds
+from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std,
+                    paired_seeds, two_pooled_std)
 from pinned import PINNED, add_teacher_args, load_pinned, paths
 from tinyset.artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
 from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig, build_config, describe_protocol, to_dict
@@ -224,6 +224,7 @@ def cifar(args) -> None:
             ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s / seed")]
     rows = QuaddRows(name, f"QuADD on {ds.info.name}: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
                      command_line(), notes, cols)
+    rows.findings = lambda _: cifar_findings(rows)
 
     row_ids: list[str] = []  # every row this run could make, for checking --only
 
@@ -326,7 +327,6 @@ def cifar(args) -> None:
     unmatched = [p for p in args.only or [] if not any(selected(r, [p]) for r in row_ids)]
     if unmatched:
         raise SystemExit(f"--only: no row id matches {', '.join(map(repr, unmatched))}; the ids are {', '.join(row_ids)}")
-    rows.notes += ["Findings (computed from the rows above):"] + cifar_findings(rows)
     rows.write_markdown()
     plot(rows, f"{name}.png", f"{ds.info.name}: accuracy against bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / (name + '.png')}")
@@ -423,6 +423,7 @@ def beam(args) -> None:
             ("compression", "compression x"), ("compression_3gpp", "vs 3GPP x"), ("seeds", "seeds"),
             ("accuracy", "top-1 % (mean ± std)"), ("top3", "top-3 %"), ("synthesis_seconds", "synthesis s / seed")]
     rows = QuaddRows("quadd_beam", "QuADD on beam-management data: accuracy against bits and bytes", command_line(), notes, cols)
+    rows.findings = lambda _: beam_findings(rows)
 
     def add(row_id, method, base, quantizer, bits, make, ipc=None, qspace=None):
         """One row: ``make(s)`` -> the artifact of seed s."""
@@ -450,7 +451,6 @@ def beam(args) -> None:
         log.info("%s: top-1 %.2f%%", row_id, s["accuracy_mean"])
 
     if args.report_only:
-        rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
         rows.write_markdown()
         plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against set bytes")
         return
@@ -476,7 +476,6 @@ def beam(args) -> None:
                 lambda s, dm=dm, bits=bits: make_compressed(dm(s), "uniform", bits, granularity="channel", space=space), ipc)
             add(f"random-uniform{bits}-ipc{ipc}", "random", "none", "uniform", bits,
                 lambda s, rnd=rnd, bits=bits: make_compressed(rnd(s), "uniform", bits, granularity="channel", space=space), ipc)
-    rows.notes += ["Findings (computed from the rows above):"] + beam_findings(rows)
     rows.write_markdown()
     plot(rows, "quadd_beam.png", "beam data: top-1 accuracy against set bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / 'quadd_beam.png'}")
@@ -489,15 +488,15 @@ def beam(args) -> None:
 
 def gap(a: dict, b: dict) -> str:
     """'above'/'below' when a and b differ by more than two pooled standard deviations, else 'no gap'."""
-    pooled = math.sqrt((a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) / 2)
+    bar = two_pooled_std(a, b)
     d = a["accuracy_mean"] - b["accuracy_mean"]
     if a["seeds"] < 2 or b["seeds"] < 2:
         return f"not measurable with one seed ({d:+.2f})"
     n = min(a["seeds"], b["seeds"])
     few = "" if n >= CLAIM_SEEDS else f"; {n} seeds: an observation, a claim needs {CLAIM_SEEDS}"
-    if pooled == 0 or abs(d) <= 2 * pooled:
-        return f"no gap ({d:+.2f}, 2 pooled std = {2 * pooled:.2f}{few})"
-    return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {2 * pooled:.2f}{few})"
+    if bar == 0 or abs(d) <= bar:
+        return f"no gap ({d:+.2f}, 2 pooled std = {bar:.2f}{few})"
+    return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {bar:.2f}{few})"
 
 
 def cifar_findings(rows: Rows) -> list[str]:

@@ -42,7 +42,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import CLAIM_SEEDS, WORK, Deadline, Rows, add_max_minutes, command_line, mean_std, paired_seeds
+from common import WORK, Deadline, Rows, add_max_minutes, claim_line, command_line, mean_std, paired_seeds
 from tinyset.config import DataConfig, RunConfig
 from tinyset.data import load_dataset
 from tinyset.errors import TinysetError
@@ -170,22 +170,7 @@ def pooled_claims(rows: list[dict]) -> list[str]:
     """Each claim: holds / does not hold on the mean linear-probe accuracy over targets; a gap within
     two pooled standard deviations is no gap."""
     by = {r["method"]: r for r in rows}
-    out = []
-    for text, a, b, kind in CLAIMS:
-        if a not in by or b not in by:
-            continue
-        ra, rb = by[a], by[b]
-        if min(ra["seeds"], rb["seeds"]) < CLAIM_SEEDS:
-            out.append(f"claim: {text}: undecided ({a} {ra['seeds']} seeds, {b} {rb['seeds']}; a claim needs "
-                       f"{CLAIM_SEEDS} paired seeds on both rows)")
-            continue
-        gap = ra["accuracy_mean"] - rb["accuracy_mean"]
-        pooled = math.sqrt((ra["accuracy_std"] ** 2 + rb["accuracy_std"] ** 2) / 2)
-        ok = gap > 2 * pooled if kind == "beats" else gap >= -2 * pooled
-        out.append(f"claim: {text}: **{'holds' if ok else 'does not hold'}** ({a} {ra['accuracy_mean']:.2f} ± "
-                   f"{ra['accuracy_std']:.2f} vs {b} {rb['accuracy_mean']:.2f} ± {rb['accuracy_std']:.2f}; gap "
-                   f"{gap:+.2f}, 2 pooled std {2 * pooled:.2f})")
-    return out
+    return [claim_line(text, by[a], by[b], kind) for text, a, b, kind in CLAIMS if a in by and b in by]
 
 
 def _mean(values) -> float | None:
@@ -297,6 +282,7 @@ def main() -> None:
                 ("synthesis_seconds", "synthesis s")]
     title = f"Self-supervised distillation for transfer (source: {src.info.name}, no labels)"
     rows = Rows(name, title, command_line(), notes, columns)
+    rows.findings = pooled_claims
     kept = [r for r in rows.data["rows"] if r.get("dataset") == src.info.name and r.get("ipc") == st["pairs"]]
     if len(kept) != len(rows.data["rows"]):  # rows of an earlier protocol (another source or budget) are not resumed
         log.info("dropping %d row(s) of another protocol from %s", len(rows.data["rows"]) - len(kept), rows.path)
@@ -343,9 +329,6 @@ def main() -> None:
         if recs is None:
             break
         rows.add(aggregate(row, recs, st, budget_floats, targets, src.info.name))
-        rows.notes = notes + pooled_claims(rows.data["rows"])
-        rows.write_markdown()
-    rows.notes = notes + pooled_claims(rows.data["rows"])
     rows.write_markdown()
     print((rows.path.with_suffix(".md")).read_text())
 

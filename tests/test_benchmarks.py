@@ -50,6 +50,7 @@ def test_decoupled_benchmark_runs_resumes_and_plots_the_crop_memory(tmp_path):
     assert (tmp_path / "results" / "decoupled_digits_memory_ipc1.png").stat().st_size > 1000
     md = (tmp_path / "results" / "decoupled_digits.md").read_text()
     assert "| e2d | 1 | rded (epochs=1) | 2 |" in md and "python " in md
+    assert "claim: E2D beats the random real subset: undecided (e2d 2 seeds" in md  # findings under the table
     assert e2d["protocol"] == "rded (epochs=1)" and e2d["eval_config"]["temperature"] == 20.0
     # a rerun resumes: finished rows are skipped, nothing is recomputed
     before = sorted(p.name for p in (tmp_path / "work").iterdir())
@@ -231,3 +232,45 @@ def test_quadd_gap_wording_follows_the_two_pooled_std_rule_and_the_seed_count(mo
     assert quadd.gap(r(60, 1), r(56, 1)).startswith("above by +4.00")
     assert quadd.gap(r(60, 1), r(59, 1)).startswith("no gap")
     assert "an observation, a claim needs 5" in quadd.gap(r(60, 1, 3), r(56, 1, 3))
+
+
+def test_claim_lines_follow_the_two_pooled_std_rule_and_count_paired_seeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    def row(method, accs):
+        import statistics
+        return {"method": method, "accuracies": accs, "seeds": len(accs), "accuracy_mean": statistics.fmean(accs),
+                "accuracy_std": statistics.stdev(accs)}
+
+    a, b = row("a", [60, 61, 59, 60, 62]), row("b", [55, 56, 57, 55, 56])
+    assert "**holds**" in common.claim_line("a beats b", a, b) and "a higher on 5 of 5 paired seeds" in common.claim_line("x", a, b)
+    assert "**does not hold**" in common.claim_line("b beats a", b, a)
+    assert "**holds**" in common.claim_line("b matches a", row("b", [59, 60, 61, 60, 59]), a, "matches")
+    assert "**a is higher**" in common.claim_line("which", a, b, "differs")
+    assert "**no gap**" in common.claim_line("which", a, row("c", [61, 58, 60, 62, 59]), "differs")
+    assert "undecided" in common.claim_line("few", row("a", [60, 61]), row("b", [50, 51]))
+    with pytest.raises(ValueError, match="claim kind"):
+        common.claim_line("bad", a, b, "wins")
+
+
+def test_decoupled_findings_answer_each_claim_its_rows_can(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decoupled
+
+    def row(method, mean, std, secs=10.0, **extra):
+        return {"method": method, "ipc": 10, "protocol": "rded", "student": "s", "seeds": 5, "accuracy_mean": mean,
+                "accuracy_std": std, "synthesis_seconds": secs, **extra}
+
+    rows = [row("e2d", 60, 1, secs=20, bn_stats_seconds=100, teacher_backward_images=1000, iterations_saved_pct=40.0),
+            row("random", 59.5, 1), row("sre2l", 50, 1, secs=400, bn_stats_seconds=100, teacher_backward_images=20000),
+            row("e2d", 30, 1, secs=1)]  # another IPC's row must not mix in
+    rows[-1]["ipc"] = 50
+    text = "\n".join(decoupled.findings(rows))
+    assert "IPC 10, claim: E2D beats the random real subset: **does not hold**" in text
+    assert "E2D beats SRe2L: **holds**" in text and "E2D beats RDED" not in text  # no rded row: no claim
+    assert "20.0x per seed" in text and "4.2x with each method's one-off statistics pass" in text
+    assert "faster than SRe2L at equal or better accuracy: **holds**" in text
+    assert "saves at least 30% of the iterations: **holds** (40.0% saved" in text
+    slow = [dict(r, synthesis_seconds=100.0) if r["method"] == "sre2l" else r for r in rows]
+    assert "faster than SRe2L at equal or better accuracy: **does not hold** (5.0x" in "\n".join(decoupled.findings(slow))
