@@ -78,6 +78,13 @@ ROWS = {
     # RDED keeps whole crops at 64 px instead of tiling 2x2 of them (the reference tiles from 64 px
     # up, as on Tiny-ImageNet): says whether the tiling is what a 64-px student pays for
     "rded_untiled": ("rded", {"factor": 1}),
+    # e2d_reference one part at a time (tinyset's e2d plus that part), to find which part moves it:
+    # Conv2d-input + patch statistics; the crop-view targets pooled over the batch's labels; 2-class
+    # units of 20 with a persistent EMA; per-slot starts with repeats and flips
+    "e2d_ref_conv_stats": ("e2d", {"match_conv": True}),
+    "e2d_ref_targets": ("e2d", {"bn_targets": "crop", "class_target": "pooled"}),
+    "e2d_ref_units": ("e2d", {"classes_per_batch": 2, "batch_size": 20, "stats_ema_persist": True}),
+    "e2d_ref_init": ("e2d", {"init_sampling": "independent", "init_flip": True}),
 }
 
 # (claim, row a, row b, kind), answered per IPC by whichever of the two rows ran (common.claim_line):
@@ -289,7 +296,9 @@ def main() -> None:
         "updates while their CE is below 0.1 (stripe remedy); e2d_lr_0.025: half E2D's lr; e2d_rerun: e2d again, the "
         "same-teacher control of rows added after the teacher was retrained (see each row's teacher_accuracy); e2d_no_memory: exploration "
         "only (no crop memory, no early stop); e2d_noise_init: E2D from noise instead of real images; rded_untiled: "
-        "RDED with one crop per image (factor 1) where the default tiles 2x2 crops (>= 64 px).",
+        "RDED with one crop per image (factor 1) where the default tiles 2x2 crops (>= 64 px); e2d_ref_*: e2d plus one "
+        "part of e2d_reference (conv_stats: Conv2d-input + patch statistics; targets: crop-view targets pooled over the "
+        "batch's labels; units: 2-class units of 20, persistent EMA; init: per-slot starts with repeats and flips).",
         f"Bare teacher forward+backward (input gradients, batch 100, channels_last): {bare:.0f} images/s. synthesis s = "
         "mean per seed, without the one-off BN-statistics pass (bn_stats_s; cached per teacher and view).",
         *([f"Image-folder path: {loader['decode_img_per_s']:.0f} images/s decoding the JPEG files (resize + centre crop), "
