@@ -105,10 +105,12 @@ SAVED_CLAIM = 30.0  # the crop memory's early stop saves at least this share of 
 def findings(rows: list[dict]) -> list[str]:
     """Each claim the table's rows can answer, per IPC (two pooled std, 5 paired seeds)."""
     out = []
-    groups = sorted({(r["ipc"], r.get("protocol") or "", r.get("student") or "") for r in rows})
-    for ipc, proto, student in groups:  # only rows of one IPC, protocol and student are compared
-        by = {r["method"]: r for r in rows if (r["ipc"], r.get("protocol") or "", r.get("student") or "") == (ipc, proto, student)}
-        tag = f"IPC {ipc}, " + (f"{proto}, {student}, " if len({g[1:] for g in groups}) > 1 else "")
+    groups: dict[tuple, dict[str, dict]] = {}  # only rows of one IPC, protocol and student are compared
+    for r in rows:
+        groups.setdefault((r["ipc"], r.get("protocol") or "", r.get("student") or ""), {})[r["method"]] = r
+    several = len({key[1:] for key in groups}) > 1  # name protocol and student only where they differ
+    for (ipc, proto, student), by in sorted(groups.items()):
+        tag = f"IPC {ipc}, " + (f"{proto}, {student}, " if several else "")
         out += [tag + claim_line(text, by[a], by[b], kind) for text, a, b, kind in CLAIMS if a in by and b in by]
         e2d, sre2l = by.get("e2d"), by.get("sre2l")
         if e2d and sre2l and e2d["synthesis_seconds"] > 0:

@@ -224,7 +224,7 @@ def cifar(args) -> None:
             ("seeds", "seeds"), ("accuracy", "accuracy % (mean ± std)"), ("synthesis_seconds", "synthesis s / seed")]
     rows = QuaddRows(name, f"QuADD on {ds.info.name}: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
                      command_line(), notes, cols)
-    rows.findings = lambda _: cifar_findings(rows)
+    rows.findings = cifar_findings
 
     row_ids: list[str] = []  # every row this run could make, for checking --only
 
@@ -423,7 +423,7 @@ def beam(args) -> None:
             ("compression", "compression x"), ("compression_3gpp", "vs 3GPP x"), ("seeds", "seeds"),
             ("accuracy", "top-1 % (mean ± std)"), ("top3", "top-3 %"), ("synthesis_seconds", "synthesis s / seed")]
     rows = QuaddRows("quadd_beam", "QuADD on beam-management data: accuracy against bits and bytes", command_line(), notes, cols)
-    rows.findings = lambda _: beam_findings(rows)
+    rows.findings = beam_findings
 
     def add(row_id, method, base, quantizer, bits, make, ipc=None, qspace=None):
         """One row: ``make(s)`` -> the artifact of seed s."""
@@ -499,8 +499,8 @@ def gap(a: dict, b: dict) -> str:
     return f"{'above' if d > 0 else 'below'} by {d:+.2f} (> 2 pooled std = {bar:.2f}{few})"
 
 
-def cifar_findings(rows: Rows) -> list[str]:
-    r = {x["row_id"]: x for x in rows.data["rows"]}
+def cifar_findings(rows: list[dict]) -> list[str]:
+    r = {x["row_id"]: x for x in rows}
     out = []
     for base in ("dm", "e2d"):
         fp = r.get(f"A-fp32-{base}")
@@ -514,7 +514,7 @@ def cifar_findings(rows: Rows) -> list[str]:
     for mode in ("hard", "stored"):
         for base in ("dm", "e2d"):
             fp = r.get(f"B-{mode}-fp32-{base}")
-            lows = [x for x in rows.data["rows"] if x["part"] == "B" and x.get("label_mode") == mode
+            lows = [x for x in rows if x["part"] == "B" and x.get("label_mode") == mode
                     and x["method"] == "quadd" and x["base"] == base]
             if not (fp and lows):
                 continue
@@ -528,8 +528,8 @@ def cifar_findings(rows: Rows) -> list[str]:
     return out
 
 
-def beam_findings(rows: Rows) -> list[str]:
-    r = {x["row_id"]: x for x in rows.data["rows"]}
+def beam_findings(rows: list[dict]) -> list[str]:
+    r = {x["row_id"]: x for x in rows}
     full = r.get("full-fp32")
     out = []
     if not full:
@@ -537,7 +537,7 @@ def beam_findings(rows: Rows) -> list[str]:
     g = r.get("full-3gpp")
     if g:
         out.append(f"3GPP-reported full data (7 bits, {g['compression']}x): {gap(g, full)} vs float32.")
-    for x in rows.data["rows"]:
+    for x in rows:
         if x["method"] == "quadd" and x["compression"] >= 30:
             rnd = r.get(x["row_id"].replace("quadd", "random"))
             line = (f"QuADD {x['ipc']}/class at {x['bits']} bits ({x['compression']}x on set_bytes, headers included): "
