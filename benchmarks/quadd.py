@@ -226,11 +226,13 @@ def cifar(args) -> None:
                      command_line(), notes, cols)
     rows.findings = cifar_findings
 
-    row_ids: list[str] = []  # every row this run could make, for checking --only
+    planned: list[tuple] = []  # every row this run could make, listed before any runs so --only is checked first
+
+    def row(*spec) -> None:
+        planned.append(spec)
 
     def evaluate(row_id, part, method, base, quantizer, bits, make, mode, ecfg):
         """One row: ``make(s)`` -> the artifact of seed s (synthesised / redrawn for that seed)."""
-        row_ids.append(row_id)
         if rows.has(row_id=row_id) or not selected(row_id, args.only):
             return
         DEADLINE.check()
@@ -283,18 +285,18 @@ def cifar(args) -> None:
     if smoke:
         widths = [(3, ["apot"]), (2, ["uniform"])]
     if "A" in args.sections:
-        evaluate("A-random-fp32", "A", "random", "none", "none", 32, random_set(ipc0), "teacher", ecfg_a)
+        row("A-random-fp32", "A", "random", "none", "none", 32, random_set(ipc0), "teacher", ecfg_a)
         for bits, qs in widths:
             for q in qs:
-                evaluate(f"A-random-{q}{bits}", "A", "random", "none", q, bits, compressed(random_set(ipc0), q, bits),
+                row(f"A-random-{q}{bits}", "A", "random", "none", q, bits, compressed(random_set(ipc0), q, bits),
                          "teacher", ecfg_a)
         for base, (method, margs, gran) in bases.items():
-            evaluate(f"A-fp32-{base}", "A", "fp32", base, "none", 32, fp32(base, ipc0), "teacher", ecfg_a)
+            row(f"A-fp32-{base}", "A", "fp32", base, "none", 32, fp32(base, ipc0), "teacher", ecfg_a)
             for bits, qs in widths:
                 for q in qs:
-                    evaluate(f"A-posthoc-{base}-{q}{bits}", "A", "posthoc", base, q, bits,
+                    row(f"A-posthoc-{base}-{q}{bits}", "A", "posthoc", base, q, bits,
                              compressed(fp32(base, ipc0), q, bits, gran), "teacher", ecfg_a)
-                    evaluate(f"A-quadd-{base}-{q}{bits}", "A", "quadd", base, q, bits, quadd(base, q, bits, ipc0),
+                    row(f"A-quadd-{base}-{q}{bits}", "A", "quadd", base, q, bits, quadd(base, q, bits, ipc0),
                              "teacher", ecfg_a)
 
     # (B) fixed budget = the fp32 set at ipc0, under hard and stored labels
@@ -303,7 +305,7 @@ def cifar(args) -> None:
         labels = LabelCost(mode, soft_k, soft_bits) if mode == "stored" else LabelCost()
         budget = ref_student[mode]
         for base in ("random", *bases):
-            evaluate(f"B-{mode}-fp32-{base}", "B", "fp32", "none" if base == "random" else base, "none", 32,
+            row(f"B-{mode}-fp32-{base}", "B", "fp32", "none" if base == "random" else base, "none", 32,
                      random_set(ipc0) if base == "random" else fp32(base, ipc0), mode, ecfg_b)
         plans = {g: plan_budget(budget, ds.info.shape, k, b_bits, "uniform", g, info=ds.info, labels=labels)
                  for g in {"tensor", *(all_bases[b][2] for b in bases)}}
@@ -311,22 +313,25 @@ def cifar(args) -> None:
             n = next(o.ipc for o in plans["tensor"].options if o.bits == b)
             if n < 1:
                 continue
-            evaluate(f"B-{mode}-random-uniform{b}", "B", "random", "none", "uniform", b,
+            row(f"B-{mode}-random-uniform{b}", "B", "random", "none", "uniform", b,
                      compressed(random_set(n), "uniform", b), mode, ecfg_b)
             if b == 8:  # the honest 8-bit points: real pixels are 8-bit already
-                evaluate(f"B-{mode}-uint8-random", "B", "uint8", "none", "uniform", 8,
+                row(f"B-{mode}-uint8-random", "B", "uint8", "none", "uniform", 8,
                          compressed(random_set(n), "uniform", 8, calibrate=0), mode, ecfg_b)
                 if "dm" in bases:
-                    evaluate(f"B-{mode}-uint8-dm", "B", "uint8", "dm", "uniform", 8,
+                    row(f"B-{mode}-uint8-dm", "B", "uint8", "dm", "uniform", 8,
                              compressed(fp32("dm", n), "uniform", 8, calibrate=0), mode, ecfg_b)
             for base, (method, margs, gran) in bases.items():
                 nb = next(o.ipc for o in plans[gran].options if o.bits == b)
                 if nb >= 1:
-                    evaluate(f"B-{mode}-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", b,
+                    row(f"B-{mode}-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", b,
                              quadd(base, "uniform", b, nb), mode, ecfg_b)
+    row_ids = [spec[0] for spec in planned]
     unmatched = [p for p in args.only or [] if not any(selected(r, [p]) for r in row_ids)]
     if unmatched:
         raise SystemExit(f"--only: no row id matches {', '.join(map(repr, unmatched))}; the ids are {', '.join(row_ids)}")
+    for spec in planned:
+        evaluate(*spec)
     rows.write_markdown()
     plot(rows, f"{name}.png", f"{ds.info.name}: accuracy against bytes")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {RESULTS / (name + '.png')}")

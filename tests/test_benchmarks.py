@@ -115,15 +115,17 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
 
 
 def test_quadd_only_runs_the_matching_rows_and_names_a_pattern_that_matches_none(tmp_path):
-    """--only lets the rows that carry a claim run first; a typo is a one-line error listing the ids."""
+    """--only lets the rows that carry a claim run first; a typo is a one-line error listing the ids, given
+    before any row runs (a typo beside a good pattern must not cost the good rows' hours first)."""
     base = ["--part", "cifar", "--smoke", "--dataset", "digits", "--bases", "dm", "--sections", "A",
             "--student", "convnet:depth=1,width=8"]
     _run("quadd.py", [*base, "--only", "A-random-*"], tmp_path)
     ids = {r["row_id"] for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
     assert ids == {"A-random-fp32", "A-random-apot3", "A-random-uniform2"}
-    proc = _run("quadd.py", [*base, "--only", "A-qaudd-*"], tmp_path, ok=False)
+    proc = _run("quadd.py", [*base, "--only", "A-fp32-*", "A-qaudd-*"], tmp_path, ok=False)
     assert proc.returncode != 0
     assert "--only: no row id matches 'A-qaudd-*'" in proc.stderr and "A-quadd-dm-uniform2" in proc.stderr
+    assert "A-fp32-dm" not in {r["row_id"] for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
 
 
 def test_a_table_filled_by_several_runs_lists_every_rows_command(tmp_path, monkeypatch):
