@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -27,6 +28,13 @@ class DatasetInfo:
     kind: str = "image"  # "image" | "vector"
     source: str = ""  # file or folder it came from, for the manifest
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def identity(self) -> str:
+        """The name with the path in it resolved (``imagefolder:<root>``, ``npz:<path>``): ``../data/x`` and
+        ``/work/data/x`` are one dataset, so a path's spelling neither retrains a cached teacher nor makes a
+        run's own dataset look foreign. Names without a path (``cifar10``) are their own identity."""
+        return dataset_identity(self.name, self.source)
 
     @property
     def channels(self) -> int:
@@ -54,6 +62,18 @@ class DatasetInfo:
         d = asdict(self)
         d["class_to_idx"] = {n: i for i, n in enumerate(self.class_names)}
         return d
+
+
+def dataset_identity(name: str, source: str = "") -> str:
+    """``DatasetInfo.identity`` from a name and source as recorded (a manifest's ``dataset`` and
+    ``dataset_info.source``), so a run's recorded dataset compares with one loaded under another path spelling."""
+    prefix, sep, _ = name.partition(":")
+    return f"{prefix}:{Path(source).resolve()}" if sep and source else name
+
+
+def recorded_identity(manifest: dict) -> str:
+    """The identity of the dataset a run's manifest records."""
+    return dataset_identity(manifest.get("dataset") or "", (manifest.get("dataset_info") or {}).get("source") or "")
 
 
 class Split(torch.utils.data.Dataset):

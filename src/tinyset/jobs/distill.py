@@ -20,7 +20,7 @@ from ..artifact import load_artifact, save_artifact, save_quantized_set, teacher
 from ..quant.inloop import encoded_from_tensors, encoded_to_tensors, merge_encoded
 from ..config import RunConfig, describe_protocol, save_yaml, to_dict
 from ..data import load_dataset
-from ..data.base import Dataset
+from ..data.base import Dataset, recorded_identity
 from ..errors import TinysetError
 from ..eval.protocol import evaluate_set, markdown_table
 from ..methods import METHODS, MethodContext, build_method
@@ -274,7 +274,7 @@ def evaluate_run(path: str | Path, cfg: RunConfig, ds: Dataset | None = None, te
     if ds is None:
         ds = load_dataset(cfg.data.dataset, cfg.data)
         check_against_dataset(cfg, ds, synthesis=False, evaluation=True)
-    if art.manifest.get("dataset") != ds.info.name:
+    if recorded_identity(art.manifest) != ds.info.identity:  # one dataset under two path spellings is one
         raise TinysetError(f"artifact {path} was distilled from {art.manifest.get('dataset')}, not {ds.info.name}")
     device = resolve_device(cfg.device)
     if teacher is None and "soft" in cfg.eval.label_modes:

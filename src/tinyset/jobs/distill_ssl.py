@@ -16,6 +16,7 @@ import torch
 from ..artifact import load_artifact, save_artifact
 from ..config import RunConfig, save_yaml, to_dict
 from ..data import load_dataset
+from ..data.base import recorded_identity
 from ..errors import TinysetError
 from ..methods import MethodContext, build_method
 from ..utils.runlog import JsonlLog, resolve_device, versions
@@ -123,7 +124,7 @@ def transfer_run(run: str | Path, target: str, cfg: RunConfig, overrides: list[d
         apply_mapping(tcfg, o)
     device = resolve_device(cfg.device)
     src = load_dataset(cfg.data.dataset, cfg.data)
-    if manifest.get("dataset") != src.info.name:
+    if recorded_identity(manifest) != src.info.identity:  # one dataset under two path spellings is one
         raise TinysetError(f"run {run} was distilled from {manifest.get('dataset')}, not {src.info.name}")
     names = [t.strip() for t in target.split(",") if t.strip()]
     if not names:

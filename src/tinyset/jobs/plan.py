@@ -34,7 +34,7 @@ def _step_seconds(spec: str, ds, batch: int, device, steps: int = 3) -> float:
 
 
 def plan_distill(cfg: RunConfig, out: Path, measure: bool = False) -> dict:
-    from ..teachers.supervised import cache_root, teacher_key
+    from ..teachers.supervised import teacher_dir
     from ..utils.runlog import resolve_device
 
     check_config(cfg)
@@ -52,7 +52,7 @@ def plan_distill(cfg: RunConfig, out: Path, measure: bool = False) -> dict:
     uses_teacher = needs_teacher(cfg)
     cached = False
     if uses_teacher and not cfg.teacher.checkpoint:
-        d = cache_root(cfg.teacher.cache_dir) / "teachers" / teacher_key(cfg.teacher, ds)
+        d = teacher_dir(cfg.teacher, ds)
         cached = (d / "teacher.pt").exists()
         plan["teacher"] = f"cached ({d})" if cached else f"to train: {cfg.teacher.model}, {cfg.teacher.epochs} epochs"
     elif cfg.teacher.checkpoint:

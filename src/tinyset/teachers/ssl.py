@@ -22,7 +22,7 @@ from ..errors import TinysetError
 from ..eval.schedules import get_schedule
 from ..models import get_model, load_model, sha256_file
 from ..models.checkpoint import atomic_torch_save
-from ..utils.cache import cache_root
+from ..utils.cache import cache_root, cached_dir
 from ..utils.files import atomic_path
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
@@ -67,12 +67,14 @@ class SSLTeacher:
     directory: Path
 
 
-def ssl_key(cfg: SSLConfig, ds: Dataset) -> str:
+def ssl_key(cfg: SSLConfig, ds: Dataset, *, dataset_name: str | None = None) -> str:
+    """The cache folder name of a trained SSL encoder (``dataset_name``: as ``teacher_key``)."""
+    name = dataset_name or ds.info.identity
     knobs = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint", "cache_dir")}
-    ident = {"dataset": ds.info.name, "n_train": len(ds.train), "shape": list(ds.info.shape), "ssl": knobs,
+    ident = {"dataset": name, "n_train": len(ds.train), "shape": list(ds.info.shape), "ssl": knobs,
              "recipe": RECIPE_VERSION}
     h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in ds.info.name)[-40:]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:]
     return f"{safe}-{cfg.method}-{h}"
 
 
@@ -99,7 +101,8 @@ def get_ssl_teacher(ds: Dataset, cfg: SSLConfig, device="cpu", progress: bool = 
         d = cache_root(cfg.cache_dir) / "user" / sha[:16]
     else:
         SSL_METHODS.get(cfg.method)  # unknown method: one-line error before any work
-        d = cache_root(cfg.cache_dir) / "ssl_teachers" / ssl_key(cfg, ds)
+        keys = list(dict.fromkeys([ssl_key(cfg, ds), ssl_key(cfg, ds, dataset_name=ds.info.name)]))
+        d = cached_dir(cache_root(cfg.cache_dir) / "ssl_teachers", keys, ("encoder.pt", "last.pt"))
         final = d / "encoder.pt"
         if not final.exists():
             train_ssl(ds, cfg, d, device, progress)

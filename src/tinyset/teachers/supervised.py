@@ -20,7 +20,7 @@ from ..eval.trainer import TrainSpec, accuracy, train
 from ..kd import build_kd_loss
 from ..models import get_model, load_model, save_model, sha256_file
 from ..models.pretrained import pretrained_teacher
-from ..utils.cache import cache_root  # noqa: F401  (re-exported: tinyset.teachers.supervised.cache_root)
+from ..utils.cache import cache_root, cached_dir  # cache_root is also re-exported from here
 from ..utils.files import atomic_write_text, no_litter
 from ..utils.runlog import JsonlLog
 
@@ -42,8 +42,11 @@ def teacher_spec(tcfg: TeacherConfig, info: DatasetInfo) -> TrainSpec:
     )
 
 
-def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
+def teacher_key(tcfg: TeacherConfig, ds: Dataset, *, dataset_name: str | None = None) -> str:
+    """The cache folder name of a trained teacher. ``dataset_name`` overrides the dataset's identity
+    (``teacher_dir`` uses it to find teachers cached under the name as typed, before paths were resolved)."""
     info = ds.info
+    name = dataset_name or info.identity
     # Only the knobs that shape a trained teacher: checkpoint/pretrained teachers never reach this
     # key, so their fields stay out of it (adding them must not orphan teachers cached before).
     skip = ("checkpoint", "cache_dir", "extra", "trust_checkpoint", "pretrained", "head_classes")
@@ -51,12 +54,19 @@ def teacher_key(tcfg: TeacherConfig, ds: Dataset) -> str:
     if not knobs.get("amp"):
         knobs.pop("amp", None)  # a float32 teacher keeps the key it had before the amp knob existed
     ident = {
-        "dataset": info.name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
+        "dataset": name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
     }
     h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)[-40:]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:]
     return f"{safe}-{tcfg.model.replace(':', '_').replace(',', '_').replace('=', '')}-{h}"
+
+
+def teacher_dir(tcfg: TeacherConfig, ds: Dataset) -> Path:
+    """Where ``ds``'s trained teacher for ``tcfg`` is cached; one cached under the dataset's name as typed
+    (keys before dataset paths were resolved) is found there rather than trained again."""
+    keys = list(dict.fromkeys([teacher_key(tcfg, ds), teacher_key(tcfg, ds, dataset_name=ds.info.name)]))
+    return cached_dir(cache_root(tcfg.cache_dir) / "teachers", keys, ("teacher.pt", "last.pt"))
 
 
 @dataclass
@@ -79,7 +89,7 @@ def get_teacher(
                "model": ckpt.get("model"), "test_accuracy": (ckpt.get("meta") or {}).get("test_accuracy")}
         dirpath = cache_root(tcfg.cache_dir) / "user" / ref["sha256"][:16]
         return Teacher(_freeze(model.to(device)), ref, dirpath)
-    d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
+    d = teacher_dir(tcfg, ds)
     final = d / "teacher.pt"
     if not final.exists():
         resuming = (d / "last.pt").exists()
@@ -105,7 +115,7 @@ def teacher_source(ds: Dataset, tcfg: TeacherConfig) -> tuple[str, str]:
         return "pretrained", f"pretrained {tcfg.model} ({tcfg.pretrained})"
     if tcfg.checkpoint:
         return "checkpoint", f"checkpoint {tcfg.checkpoint}"
-    d = cache_root(tcfg.cache_dir) / "teachers" / teacher_key(tcfg, ds)
+    d = teacher_dir(tcfg, ds)
     if (d / "teacher.pt").exists():
         return "cached", f"cached {tcfg.model} ({tcfg.epochs} epochs) at {d / 'teacher.pt'}"
     what = f"{tcfg.model} on {ds.info.name} for {tcfg.epochs} epochs (cache {d})"
@@ -130,7 +140,7 @@ def _pretrained(ds: Dataset, tcfg: TeacherConfig, device) -> Teacher:
     ref["sha256"] = sha256_file(path) if path.is_file() else None
     ref["path"] = ref["weights"]
     ident = json.dumps({"weights": ref["weights"], "sha256": ref["sha256"], "head": ref["head_classes"],
-                        "dataset": ds.info.name, "shape": list(ds.info.shape)}, sort_keys=True)
+                        "dataset": ds.info.identity, "shape": list(ds.info.shape)}, sort_keys=True)
     d = cache_root(tcfg.cache_dir) / "pretrained" / hashlib.sha256(ident.encode()).hexdigest()[:16]
     model = _freeze(model.to(device))
     meta = d / "meta.json"
