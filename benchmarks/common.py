@@ -23,14 +23,25 @@ RESULTS = Path(os.environ.get("TINYSET_BENCH_RESULTS") or Path(__file__).parent 
 WORK = Path(os.environ.get("TINYSET_BENCH_WORK") or Path(__file__).parent / "work")
 
 
-def commit() -> str:
+def commit(where: Path | None = None) -> str:
+    """The short commit of the checkout holding ``where`` (default: these benchmark scripts), +dirty if changed."""
+    cwd = where or Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
+                               cwd=cwd).stdout.strip()
+        return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else "unknown"
     except OSError:
         return "unknown"
+
+
+def src_commit() -> str:
+    """The commit of the tinyset package this process imported. Long runs import it from a fixed
+    snapshot (``PYTHONPATH=<worktree>/src``) while the scripts' checkout moves on, so a row records
+    both: ``row_commit`` (the scripts' checkout when the row was written) and ``src_commit``."""
+    import tinyset
+
+    return commit(Path(tinyset.__file__).resolve().parent)
 
 
 class Rows:
@@ -45,6 +56,7 @@ class Rows:
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.path = RESULTS / f"{name}.json"
         self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
+        self.src_commit = src_commit()  # at start: the package code this run imported and keeps using
         if self.path.exists():
             old = json.loads(self.path.read_text())
             # rows written before rows kept their own command: the file's last command is the best record
@@ -62,7 +74,8 @@ class Rows:
     def add(self, row: dict) -> None:
         # each row keeps the command and commit that produced it: a table filled by several partial
         # runs (--rows, --only, --max-minutes pieces) is reproduced by the list of its rows' commands
-        row = {**row, "command": row.get("command", self.command), "row_commit": row.get("row_commit", commit())}
+        row = {**row, "command": row.get("command", self.command), "row_commit": row.get("row_commit", commit()),
+               "src_commit": row.get("src_commit", self.src_commit)}
         self.data["rows"] = [r for r in self.data["rows"] if self.key(r) != self.key(row)] + [row]
         self.data["commit"] = commit()
         self.data["machine"] = machine_description()

@@ -43,6 +43,8 @@ def test_decoupled_benchmark_runs_resumes_and_plots_the_crop_memory(tmp_path):
     assert "e2d ipc 1 seed 1:" in first.stderr  # each seed logs its accuracy once it is evaluated
     rows = {r["method"]: r for r in _rows(tmp_path / "results" / "decoupled_digits.json")}
     assert set(rows) == {"random", "e2d"}
+    # the package code a row ran with is recorded beside the scripts' commit (here both are this checkout)
+    assert all(r["src_commit"] == r["row_commit"] != "" for r in rows.values())
     e2d = rows["e2d"]
     assert e2d["seeds"] == 2 and len(e2d["accuracies"]) == 2 and e2d["synthesis_seeds"] == [0, 1]
     assert e2d["iterations_run"] <= 4 and 0 <= e2d["iterations_saved_pct"] <= 100
