@@ -4,10 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tinyset.config import DataConfig, TeacherConfig
+from tinyset.config import DataConfig, EvalConfig, RunConfig, TeacherConfig
 from tinyset.data import load_dataset
 from tinyset.data.base import recorded_identity
+from tinyset.errors import TinysetError
+from tinyset.jobs.distill import distill, evaluate_run
 from tinyset.teachers.supervised import teacher_dir, teacher_key, teacher_source
 
 
@@ -58,12 +61,6 @@ def test_a_runs_recorded_dataset_matches_it_under_another_spelling(tmp_path, mon
 
 
 def test_eval_takes_the_runs_dataset_under_another_spelling_and_refuses_another_dataset(tmp_path, monkeypatch):
-    import pytest
-
-    from tinyset.config import EvalConfig, RunConfig
-    from tinyset.errors import TinysetError
-    from tinyset.jobs.distill import distill, evaluate_run
-
     relative, absolute = _two_spellings(tmp_path, monkeypatch)
     cfg = RunConfig(method="random", ipc=2, evaluate=False, data=DataConfig(dataset=relative.info.name))
     distill(cfg, tmp_path / "run", progress=False)

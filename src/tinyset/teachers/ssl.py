@@ -101,7 +101,7 @@ def get_ssl_teacher(ds: Dataset, cfg: SSLConfig, device="cpu", progress: bool = 
         d = cache_root(cfg.cache_dir) / "user" / sha[:16]
     else:
         SSL_METHODS.get(cfg.method)  # unknown method: one-line error before any work
-        keys = list(dict.fromkeys([ssl_key(cfg, ds), ssl_key(cfg, ds, dataset_name=ds.info.name)]))
+        keys = [ssl_key(cfg, ds), ssl_key(cfg, ds, dataset_name=ds.info.name)]
         d = cached_dir(cache_root(cfg.cache_dir) / "ssl_teachers", keys, ("encoder.pt", "last.pt"))
         final = d / "encoder.pt"
         if not final.exists():

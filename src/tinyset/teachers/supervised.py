@@ -65,7 +65,7 @@ def teacher_key(tcfg: TeacherConfig, ds: Dataset, *, dataset_name: str | None = 
 def teacher_dir(tcfg: TeacherConfig, ds: Dataset) -> Path:
     """Where ``ds``'s trained teacher for ``tcfg`` is cached; one cached under the dataset's name as typed
     (keys before dataset paths were resolved) is found there rather than trained again."""
-    keys = list(dict.fromkeys([teacher_key(tcfg, ds), teacher_key(tcfg, ds, dataset_name=ds.info.name)]))
+    keys = [teacher_key(tcfg, ds), teacher_key(tcfg, ds, dataset_name=ds.info.name)]
     return cached_dir(cache_root(tcfg.cache_dir) / "teachers", keys, ("teacher.pt", "last.pt"))
 
 

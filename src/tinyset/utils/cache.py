@@ -12,7 +12,8 @@ def cache_root(cache_dir: str | None = None) -> Path:
 
 def cached_dir(root: Path, keys: list[str], markers: tuple[str, ...]) -> Path:
     """``root / keys[0]``, unless it holds none of ``markers`` and an older key's folder does: a key that
-    changed (a dataset path now resolved) still finds what was cached under the old one."""
+    changed (a dataset path now resolved) still finds what was cached under the old one. Keys may repeat
+    (a name with no path in it keys the same both ways)."""
     for key in keys:
         if any((root / key / m).exists() for m in markers):
             return root / key
