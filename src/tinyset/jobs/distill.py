@@ -6,7 +6,6 @@ artifact itself is written to a temp folder and renamed (see ``artifact.save_art
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from ..eval.protocol import evaluate_set, markdown_table
 from ..methods import METHODS, MethodContext, build_method
 from ..teachers.supervised import Teacher, get_extra_teachers, get_teacher, teacher_source
 from .. import distributed as dist
+from ..utils.digest import json_digest
 from ..utils.files import atomic_path, atomic_write_text, no_litter
 from ..utils.progress import progress_bar
 from ..utils.runlog import JsonlLog, resolve_device, versions
@@ -46,7 +46,7 @@ def _config_hash(cfg: RunConfig) -> str:
     d.pop("evaluate", None)
     d.pop("eval", None)  # evaluation settings do not change the images
     d.pop("device", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(d)
 
 
 def synthesize(
@@ -244,7 +244,7 @@ def _write_run(out: Path, cfg: RunConfig, ds: Dataset, teacher: Teacher | None, 
 def protocol_key(cfg: RunConfig, teacher: Teacher | None) -> str:
     """One evaluation result per protocol: the hash of the resolved eval config, seed and teacher."""
     ident = {"eval": to_dict(cfg.eval), "seed": cfg.seed, "teacher": (teacher.reference or {}).get("sha256") if teacher else None}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json_digest(ident, 12)
 
 
 def protocol_title(cfg: RunConfig) -> str:

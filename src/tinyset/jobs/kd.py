@@ -4,7 +4,6 @@ and resuming like ``tinyset teacher``."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -20,6 +19,7 @@ from ..eval.trainer import train
 from ..kd import build_kd_loss
 from ..models import get_model, save_model
 from ..teachers.supervised import get_teacher, teacher_spec
+from ..utils.digest import json_digest
 from ..utils.files import atomic_write_text, no_litter
 from ..utils.runlog import JsonlLog, resolve_device, versions
 from .validate import check_against_dataset, check_config
@@ -38,7 +38,7 @@ def kd_identity(cfg: RunConfig, student: str, loss: str, spec, seed: int, he_da:
 
 
 def _hash(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(d)
 
 
 def default_out(cfg: RunConfig, student: str, loss: str, epochs: int | None) -> Path:

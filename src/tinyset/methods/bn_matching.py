@@ -46,7 +46,6 @@ files are keyed by what they hold: the default structure keeps its key (and its 
 statistics (with their patch size) and pooled class moments each add to the key."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -58,6 +57,7 @@ from typing import Callable
 import torch
 from torch import nn
 from ..utils.progress import progress_bar as tqdm  # tqdm on a terminal, log lines otherwise
+from ..utils.digest import json_digest
 
 from ..data.base import Dataset
 from ..errors import TinysetError
@@ -538,7 +538,7 @@ def cached_bn_targets(
         ident["conv_patch"] = int(conv_patch)
     if pooled:
         ident["class_moments"] = True
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = json_digest(ident)
     path = Path(cache_dir) / f"bn_stats_v{BN_STATS_VERSION}_{key}.pt" if cache_dir else None
     secs = 0.0
     if path and path.exists():

@@ -4,7 +4,6 @@ weights; or any encoder checkpoint (a classifier's last linear layer is dropped:
 teacher, or a pinned SSL encoder saved with its linear-probe head as ``.safetensors``)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,6 +22,7 @@ from ..eval.schedules import get_schedule
 from ..models import get_model, load_model, sha256_file
 from ..models.checkpoint import atomic_torch_save
 from ..utils.cache import cache_root, cached_dir
+from ..utils.digest import folder_key
 from ..utils.files import atomic_path
 from ..utils.runlog import JsonlLog
 from ..utils.seeding import generator
@@ -73,9 +73,7 @@ def ssl_key(cfg: SSLConfig, ds: Dataset, *, dataset_name: str | None = None) -> 
     knobs = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint", "cache_dir")}
     ident = {"dataset": name, "n_train": len(ds.train), "shape": list(ds.info.shape), "ssl": knobs,
              "recipe": RECIPE_VERSION}
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:]
-    return f"{safe}-{cfg.method}-{h}"
+    return folder_key(name, cfg.method, ident)
 
 
 def build_encoder(spec: str, info: DatasetInfo) -> nn.Module:

@@ -21,6 +21,7 @@ from ..kd import build_kd_loss
 from ..models import get_model, load_model, save_model, sha256_file
 from ..models.pretrained import pretrained_teacher
 from ..utils.cache import cache_root, cached_dir  # cache_root is also re-exported from here
+from ..utils.digest import folder_key
 from ..utils.files import atomic_write_text, no_litter
 from ..utils.runlog import JsonlLog
 
@@ -57,9 +58,7 @@ def teacher_key(tcfg: TeacherConfig, ds: Dataset, *, dataset_name: str | None = 
         "dataset": name, "n_train": len(ds.train), "shape": list(info.shape), "classes": list(info.class_names),
         "teacher": knobs, "recipe": RECIPE_VERSION,
     }
-    h = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:]
-    return f"{safe}-{tcfg.model.replace(':', '_').replace(',', '_').replace('=', '')}-{h}"
+    return folder_key(name, tcfg.model.replace(':', '_').replace(',', '_').replace('=', ''), ident)
 
 
 def teacher_dir(tcfg: TeacherConfig, ds: Dataset) -> Path:
