@@ -33,6 +33,7 @@ import dataclasses
 import json
 import logging
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +212,7 @@ def plot_memory(rows: list[dict], path: Path, title: str) -> Path | None:
         ax.plot(range(1, len(c) + 1), c, label=name)
     ax.set_xlabel("iteration")
     ax.set_ylabel("crops in memory (all images)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)  # a long dataset name wraps instead of leaving the figure
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -411,7 +412,7 @@ def main() -> None:
                 "torch_threads": per_seed[0]["torch_threads"],
             })
         png = plot_memory([r for r in rows.data["rows"] if r["ipc"] == ipc], RESULTS / f"{rows.name}_memory_ipc{ipc}.png",
-                          f"E2D crop memory, {ds.info.name} {px} px, IPC {ipc} (mean over seeds)")
+                          f"E2D crop memory: {Path(ds.info.name.split(':', 1)[-1]).name} at {px} px, IPC {ipc} (mean over seeds)")
         if png:
             print(f"wrote {png}")
     if rows.path.exists():
