@@ -278,3 +278,31 @@ def test_decoupled_findings_answer_each_claim_its_rows_can(monkeypatch):
     assert "saves at least 30% of the iterations: **holds** (40.0% saved" in text
     slow = [dict(r, synthesis_seconds=100.0) if r["method"] == "sre2l" else r for r in rows]
     assert "faster than SRe2L at equal or better accuracy: **does not hold** (5.0x" in "\n".join(decoupled.findings(slow))
+
+
+def test_a_render_only_rerun_keeps_the_speeds_its_rows_measured(tmp_path, monkeypatch):
+    """`--max-minutes 0` re-renders a table: the notes keep the speeds its rows' run measured, not the
+    speeds of a busy machine now (another benchmark on the cores halved them once)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decoupled
+
+    monkeypatch.setattr(decoupled, "RESULTS", tmp_path)
+    calls = []
+
+    def bare():
+        calls.append("bare")
+        return 41.0
+
+    def loader():
+        calls.append("loader")
+        return {"decode_img_per_s": 1.0}
+
+    # no table yet: measured, even when only rendering
+    assert decoupled.measured_throughput("t", True, bare, loader)[:2] == (41.0, {"decode_img_per_s": 1.0})
+    assert calls == ["bare", "loader"]
+    kept = {"bare_img_per_s": 85.0, "loader": {"decode_img_per_s": 1608.0}}
+    (tmp_path / "t.json").write_text(json.dumps({"rows": [], "measured": kept}))
+    assert decoupled.measured_throughput("t", True, bare, loader) == (85.0, kept["loader"], kept)
+    assert calls == ["bare", "loader"]  # nothing measured again
+    # a run that adds rows measures afresh (its rows' throughput ratios use it)
+    assert decoupled.measured_throughput("t", False, bare, loader)[0] == 41.0 and len(calls) == 4
