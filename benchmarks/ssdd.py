@@ -22,11 +22,9 @@ classes and images the source never showed.
     python benchmarks/ssdd.py --data-root ../shared/data --max-minutes 85   # the issue's protocol
     python benchmarks/ssdd.py --smoke                                       # seconds, on digits
 
-Cost (estimated from single steps timed with 1 thread on the 2-core CPU while other jobs ran: ssdd
-outer step ~2.5 s at 468 support pairs and a 256-image real batch, pre-training step ~0.27 s at 128):
-per seed about 7 min for ssdd and ssdd_random_bases, 5.5 pixels_views, 4.3 ssdd_stored_targets, 3.5
-ssdd_no_views, 3 krr_st, 1.5 ssdd_step0 and random, under 1 for none and teacher: ~34 min per seed
-on a busy machine, so 5 seeds are expected to need about 60-85 min with both cores free.
+Cost, measured on the 2-core CPU (2026-12-06): 60 min for all 10 rows x 5 seeds, per seed about 2-2.5
+min for ssdd and ssdd_random_bases, about 1.5 for pixels_views and ssdd_stored_targets, 1 for krr_st and
+ssdd_no_views, well under 1 for the rest. ``--steps 400`` multiplies the distilled rows' synthesis by 4.
 
 Seeds are kept in work/ as they finish and rows in results/ssdd.json, so a rerun of the same
 command continues where the last one stopped (``--max-minutes`` stops cleanly between seeds)."""
