@@ -24,7 +24,7 @@ classes and images the source never showed.
 
 Cost, measured on the 2-core CPU (2026-12-06): 60 min for all 10 rows x 5 seeds, per seed about 2-2.5
 min for ssdd and ssdd_random_bases, about 1.5 for pixels_views and ssdd_stored_targets, 1 for krr_st and
-ssdd_no_views, well under 1 for the rest. ``--steps 400`` multiplies the distilled rows' synthesis by 4.
+ssdd_no_views, well under 1 for the rest. ``--steps 400`` multiplies the distilled rows' synthesis by about 4.
 
 Seeds are kept in work/ as they finish and rows in results/ssdd.json, so a rerun of the same
 command continues where the last one stopped (``--max-minutes`` stops cleanly between seeds)."""
