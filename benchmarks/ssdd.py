@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import statistics
@@ -44,6 +42,7 @@ from common import WORK, Deadline, Rows, add_max_minutes, claim_line, command_li
 from tinyset.config import DataConfig, RunConfig
 from tinyset.data import load_dataset
 from tinyset.errors import TinysetError
+from tinyset.utils.digest import json_digest
 from tinyset.eval.transfer import (TransferConfig, TransferTarget, evaluate_transfer_targets, prepare_targets, probe_encoder,
                                    subset_dataset)
 from tinyset.jobs.distill_ssl import distill_ssl, load_pretrain_pairs
@@ -225,7 +224,7 @@ def main() -> None:
         st["transfer"]["pretrain_steps"] = args.pretrain_steps
         name += f"_pre{args.pretrain_steps}"
     seeds = args.seeds or st["seeds"]
-    tag = hashlib.sha256(json.dumps(st, sort_keys=True).encode()).hexdigest()[:10]
+    tag = json_digest(st, 10)  # the work folder of this protocol (unchanged: st holds only JSON values)
     unknown = set(args.only or []) - set(ROWS)
     if unknown:
         raise TinysetError(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")

@@ -1,7 +1,7 @@
 """Short, stable hashes of JSON-able identities: cache keys and "is this the same run?" checks.
 
-Every key tinyset writes to disk goes through here, so two spellings of one rule cannot drift apart
-(a changed digest would orphan everything cached under the old one)."""
+Every key built from a JSON identity goes through here, so two spellings of one rule cannot drift
+apart (a changed digest would orphan everything cached under the old one)."""
 from __future__ import annotations
 
 import hashlib
