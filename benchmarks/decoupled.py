@@ -89,11 +89,14 @@ ROWS = {
 }
 
 # (claim, row a, row b, kind), answered per IPC by whichever of the two rows ran (common.claim_line):
-# E2D's paper ordering, what its parts buy, and the rows that explain RDED at 64 px
+# E2D's paper ordering, the baselines' own claim over a random subset, what E2D's parts buy, and the
+# rows that explain RDED at 64 px
 CLAIMS = [
     ("E2D beats the random real subset", "e2d", "random", "beats"),
     ("E2D beats RDED", "e2d", "rded", "beats"),
     ("E2D beats SRe2L", "e2d", "sre2l", "beats"),
+    ("RDED beats the random real subset", "rded", "random", "beats"),
+    ("herding beats the random real subset", "herding", "random", "beats"),
     ("the crop memory helps (e2d beats e2d_no_memory)", "e2d", "e2d_no_memory", "beats"),
     ("a real-image start helps (e2d beats e2d_noise_init)", "e2d", "e2d_noise_init", "beats"),
     ("tinyset's E2D against the reference recovery structure (decides the default)", "e2d", "e2d_reference", "differs"),

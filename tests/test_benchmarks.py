@@ -268,11 +268,13 @@ def test_decoupled_findings_answer_each_claim_its_rows_can(monkeypatch):
 
     rows = [row("e2d", 60, 1, secs=20, bn_stats_seconds=100, teacher_backward_images=1000, iterations_saved_pct=40.0),
             row("random", 59.5, 1), row("sre2l", 50, 1, secs=400, bn_stats_seconds=100, teacher_backward_images=20000),
-            row("e2d", 30, 1, secs=1)]  # another IPC's row must not mix in
+            row("rded", 57, 1), row("e2d", 30, 1, secs=1)]  # another IPC's row must not mix in
     rows[-1]["ipc"] = 50
     text = "\n".join(decoupled.findings(rows))
+    assert "IPC 10, claim: RDED beats the random real subset: **does not hold** (rded 57.00" in text
+    assert "E2D beats RDED: **holds**" in text and "herding" not in text  # no herding row: no claim
     assert "IPC 10, claim: E2D beats the random real subset: **does not hold**" in text
-    assert "E2D beats SRe2L: **holds**" in text and "E2D beats RDED" not in text  # no rded row: no claim
+    assert "E2D beats SRe2L: **holds**" in text
     assert "20.0x per seed" in text and "4.2x with each method's one-off statistics pass" in text
     assert "faster than SRe2L at equal or better accuracy: **holds**" in text
     assert "saves at least 30% of the iterations: **holds** (40.0% saved" in text
