@@ -119,18 +119,27 @@ class TimeUp(Exception):
 class Deadline:
     """``--max-minutes``: a benchmark checks ``passed()`` before each row (or seed) and stops cleanly
     once the time is spent; the rows and seeds already written let a rerun of the same command
-    continue where this one stopped."""
+    continue where this one stopped. Before a seed, ``passed(expect=self.last_seed)`` also stops when
+    a seed as long as the last one this run finished would end past the limit: an IPC-50 seed takes
+    up to 20 min here, and a session that sets M to its own end must not start one it cannot finish."""
 
     def __init__(self, minutes: float | None):
         self.minutes = minutes
         self.t0 = time.monotonic()
         self.told = False
+        self.last_seed = 0.0  # seconds the last seed of this run took (paired_seeds and decoupled.py record it)
 
-    def passed(self) -> bool:
-        if self.minutes is None or time.monotonic() - self.t0 < 60 * self.minutes:
+    def passed(self, expect: float = 0.0) -> bool:
+        """True once the time is spent, or once a unit expected to take ``expect`` seconds would end past it."""
+        if self.minutes is None:
+            return False
+        elapsed, limit = time.monotonic() - self.t0, 60 * self.minutes
+        if elapsed + expect < limit:
             return False
         if not self.told:
-            print(f"--max-minutes {self.minutes:g} reached: stopping here; rerun the same command to continue", flush=True)
+            why = ("reached" if elapsed >= limit else
+                   f"would be passed by the next seed (~{expect / 60:.0f} min, as long as the last one)")
+            print(f"--max-minutes {self.minutes:g} {why}: stopping here; rerun the same command to continue", flush=True)
             self.told = True
         return True
 
@@ -151,9 +160,12 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
         if done.exists():
             out.append(json.loads(done.read_text()))
             continue
-        if deadline is not None and deadline.passed():
+        if deadline is not None and deadline.passed(expect=deadline.last_seed):
             return None
+        t0 = time.monotonic()
         rec = {"seed": s, **run_seed(s)}
+        if deadline is not None:
+            deadline.last_seed = time.monotonic() - t0
         tmp = done.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rec, default=float))
         tmp.replace(done)
@@ -216,8 +228,9 @@ def begin(args) -> tuple[str, "Deadline"]:
 
 def add_max_minutes(parser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop cleanly after the row or seed in progress once this many minutes have passed; "
-                             "rerunning the same command continues")
+                        help="stop cleanly after the row or seed in progress once this many minutes have passed, "
+                             "or before a seed that would end past them (as long as the last seed this run "
+                             "finished); rerunning the same command continues")
 
 
 def command_line() -> str:

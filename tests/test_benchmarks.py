@@ -308,3 +308,28 @@ def test_a_render_only_rerun_keeps_the_speeds_its_rows_measured(tmp_path, monkey
     assert calls == ["bare", "loader"]  # nothing measured again
     # a run that adds rows measures afresh (its rows' throughput ratios use it)
     assert decoupled.measured_throughput("t", False, bare, loader)[0] == 41.0 and len(calls) == 4
+
+
+def test_max_minutes_does_not_start_a_seed_the_last_seed_says_cannot_finish(tmp_path, monkeypatch, capsys):
+    """A seed as long as the last one that would end past --max-minutes is not started (it is left for
+    the rerun); without a seed measured in this run, the old rule holds: start until the time is spent."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock[0])
+    deadline = common.Deadline(30)  # minutes
+
+    def run_seed(s):
+        clock[0] += 12 * 60  # every seed takes 12 min
+        return {"accuracy": float(s)}
+
+    # seeds 0 and 1 end at 24 min; a third would end at 36 > 30: the row stops with two seeds kept
+    assert common.paired_seeds(tmp_path / "row", 5, run_seed, deadline) is None
+    assert sorted(p.name for p in (tmp_path / "row").iterdir()) == ["seed0.json", "seed1.json"]
+    assert "would be passed by the next seed (~12 min" in capsys.readouterr().out
+    assert deadline.last_seed == 12 * 60
+    fresh = common.Deadline(30)  # a rerun: nothing measured yet, the first seed starts at minute 0
+    assert not fresh.passed(expect=fresh.last_seed)
+    clock[0] += 30 * 60
+    assert fresh.passed() and common.Deadline(None).passed(expect=1e9) is False
