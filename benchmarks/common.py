@@ -119,7 +119,7 @@ class TimeUp(Exception):
 class Deadline:
     """``--max-minutes``: a benchmark checks ``passed()`` before each row (or seed) and stops cleanly
     once the time is spent; the rows and seeds already written let a rerun of the same command
-    continue where this one stopped. Before a seed, ``passed(expect=self.last_seed)`` also stops when
+    continue where this one stopped. Before a seed, ``start_seed()`` also stops when
     a seed as long as the last one this run finished would end past the limit: an IPC-50 seed takes
     up to 20 min here, and a session that sets M to its own end must not start one it cannot finish."""
 
@@ -127,7 +127,8 @@ class Deadline:
         self.minutes = minutes
         self.t0 = time.monotonic()
         self.told = False
-        self.last_seed = 0.0  # seconds the last seed of this run took (paired_seeds and decoupled.py record it)
+        self.last_seed = 0.0  # seconds the last seed of this run took (start_seed / end_seed)
+        self._seed_t0 = self.t0
 
     def passed(self, expect: float = 0.0) -> bool:
         """True once the time is spent, or once a unit expected to take ``expect`` seconds would end past it."""
@@ -142,6 +143,15 @@ class Deadline:
             print(f"--max-minutes {self.minutes:g} {why}: stopping here; rerun the same command to continue", flush=True)
             self.told = True
         return True
+
+    def start_seed(self) -> bool:
+        """Whether a seed may start (one as long as the last would end inside the limit); starts its clock."""
+        self._seed_t0 = time.monotonic()
+        return not self.passed(expect=self.last_seed)
+
+    def end_seed(self) -> None:
+        """The seed started by ``start_seed`` finished: its length is the next seed's estimate."""
+        self.last_seed = time.monotonic() - self._seed_t0
 
     def check(self) -> None:
         """Raise ``TimeUp`` once the time is spent (for scripts whose rows sit deep in nested loops)."""
@@ -160,12 +170,11 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
         if done.exists():
             out.append(json.loads(done.read_text()))
             continue
-        if deadline is not None and deadline.passed(expect=deadline.last_seed):
+        if deadline is not None and not deadline.start_seed():
             return None
-        t0 = time.monotonic()
         rec = {"seed": s, **run_seed(s)}
         if deadline is not None:
-            deadline.last_seed = time.monotonic() - t0
+            deadline.end_seed()
         tmp = done.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(rec, default=float))
         tmp.replace(done)

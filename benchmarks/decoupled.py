@@ -365,10 +365,9 @@ def main() -> None:
                 if done.exists():
                     per_seed.append(json.loads(done.read_text()))
                     continue
-                if deadline.passed(expect=deadline.last_seed):
+                if not deadline.start_seed():
                     stopped = True
                     break
-                seed_t0 = time.monotonic()
                 if not out.exists():
                     cfg = RunConfig(method=method, ipc=ipc, device=args.device, amp=amp, teacher=tcfg, evaluate=False,
                                     data=data, seed=synthesis_seed(0, s))
@@ -400,7 +399,7 @@ def main() -> None:
                 tmp.write_text(json.dumps(rec))
                 tmp.replace(done)
                 per_seed.append(rec)
-                deadline.last_seed = time.monotonic() - seed_t0
+                deadline.end_seed()
                 log.info("%s ipc %d seed %d: %.2f%% (synthesis %.0fs)", name, ipc, s, acc, rec["synthesis_seconds"])
             if stopped:
                 break
