@@ -24,11 +24,14 @@ WORK = Path(os.environ.get("TINYSET_BENCH_WORK") or Path(__file__).parent / "wor
 
 
 def commit(where: Path | None = None) -> str:
-    """The short commit of the checkout holding ``where`` (default: these benchmark scripts), +dirty if changed."""
+    """The short commit of the checkout holding ``where`` (default: these benchmark scripts), +dirty if a
+    tracked file changed. ``benchmarks/results/`` does not count: a run rewrites its own table there, and a
+    re-render of a committed table would otherwise mark itself dirty."""
     cwd = where or Path(__file__).parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)benchmarks/results"], capture_output=True, text=True,
                                cwd=cwd).stdout.strip()
         return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else "unknown"
     except OSError:

@@ -333,3 +333,27 @@ def test_max_minutes_does_not_start_a_seed_the_last_seed_says_cannot_finish(tmp_
     assert not fresh.passed(expect=fresh.last_seed)
     clock[0] += 30 * 60
     assert fresh.passed() and common.Deadline(None).passed(expect=1e9) is False
+
+
+@pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="needs git")
+def test_commit_is_dirty_for_a_changed_source_file_but_not_for_a_rewritten_result(tmp_path, monkeypatch):
+    """A run rewrites its own table under benchmarks/results/: that alone must not mark the commit +dirty."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "b.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "t.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    where = tmp_path / "benchmarks"
+    assert not common.commit(where).endswith("+dirty")
+    (tmp_path / "benchmarks" / "results" / "t.md").write_text("new\n")
+    assert not common.commit(where).endswith("+dirty")
+    (tmp_path / "benchmarks" / "b.py").write_text("x = 2\n")
+    assert common.commit(where).endswith("+dirty")
