@@ -185,7 +185,7 @@ def cifar(args) -> None:
     over = list(args.eval_set) + (["epochs=2"] if smoke else [])
     ecfg_a = eval_config(args.protocol, args.student, over)
     ecfg_b = eval_config(args.protocol, args.b_student, over)
-    dm_args = {"iterations": 3 if smoke else args.dm_iterations, "batch_real": 16 if smoke else 64}
+    dm_args = {"iterations": 3 if smoke else args.dm_iterations, "batch_real": 16 if smoke else 64, "lr": args.dm_image_lr}
     e2d_args = {"iterations": 3 if smoke else 200, "class_stats": not smoke}
     all_bases = {"dm": ("dm", dm_args, "tensor"), "e2d": ("e2d", e2d_args, "image")}
     bases = {b: all_bases[b] for b in args.bases}
@@ -204,7 +204,9 @@ def cifar(args) -> None:
         "Paired seeds: seed s re-synthesises the set (run seed s) or redraws the random subset, then trains one "
         "student (eval seed s): the std holds synthesis and training variance. Each seed is kept as it finishes.",
         f"Sized for a 2-core CPU: DM with a width-32 ConvNet-3 embedding net (instance norm), {dm_args['iterations']} "
-        f"iterations, {dm_args['batch_real']} real images per class per step (the paper: 20,000 iterations, 256); "
+        f"iterations, {dm_args['batch_real']} real images per class per step, Adam lr {dm_args['lr']} in [0, 1] pixel "
+        "units (the paper: 20,000 iterations, 256; DM's default lr 0.01 turns 300 Adam steps into high-frequency "
+        "noise on images, see docs/findings.md); "
         "E2D 200 iterations with early stop.",
         "set_bytes = the set file on disk (codes + clips + labels at 4 bits + header and decode metadata; fp32: "
         "float32 pixels + int64 labels, as the pipeline stores them). student_bytes = set_bytes + the label mode's "
@@ -599,6 +601,8 @@ def main() -> None:
     p.add_argument("--student", default="convnet3", help="CIFAR part A student")
     p.add_argument("--b-student", default="convnet:depth=3,width=32", help="CIFAR part B student (narrow: CPU)")
     p.add_argument("--dm-iterations", type=int, default=300)
+    p.add_argument("--dm-image-lr", type=float, default=0.001,
+                   help="CIFAR part: DM's Adam lr in [0, 1] pixel units (DM's default 0.01 turns 300 steps into noise)")
     p.add_argument("--soft-k", type=int, default=0, help="part B stored labels: top-k logits per image (0 = all)")
     p.add_argument("--soft-bits", type=int, default=8, help="part B stored labels: bits per logit (1-8 or 32)")
     p.add_argument("--modes", nargs="+", default=["hard", "stored"], choices=["hard", "stored"], help="part B label modes")
