@@ -509,8 +509,11 @@ def gap(a: dict, b: dict) -> str:
 def cifar_findings(rows: list[dict]) -> list[str]:
     r = {x["row_id"]: x for x in rows}
     out = []
+    rnd = r.get("A-random-fp32")
     for base in ("dm", "e2d"):
         fp = r.get(f"A-fp32-{base}")
+        if fp and rnd:  # the base itself, before any bits are taken away
+            out.append(f"(A) {base} fp32 vs the random real subset at equal bytes: {gap(fp, rnd)}.")
         for q in ("uniform", "apot"):
             q3, q2, p2 = r.get(f"A-quadd-{base}-{q}3"), r.get(f"A-quadd-{base}-{q}2"), r.get(f"A-posthoc-{base}-{q}2")
             if fp and q3:
