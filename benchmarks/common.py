@@ -162,11 +162,40 @@ class Deadline:
             raise TimeUp
 
 
-def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" = None) -> list[dict] | None:
+def check_kept(where: Path | str, kept: dict, want: dict,
+               hint: str = "delete it or keep this run elsewhere (--work-dir)") -> None:
+    """Refuse to resume from something kept under another configuration: one line naming the first
+    key that differs. A kept set or seed is named by its row, not by every option that made it, so
+    without this a rerun with (say) another ``--dm-image-lr`` would silently reuse the old results."""
+    diff = [k for k in sorted(set(kept) | set(want), key=str) if kept.get(k) != want.get(k)]
+    if diff:
+        k = diff[0]
+        raise SystemExit(f"{where}: kept under {k}={kept.get(k)!r} but this run asks {k}={want.get(k)!r}; {hint}")
+
+
+def write_json(path: Path, data) -> None:
+    """Write through a temp file and rename: a stopped run never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, default=float, sort_keys=True))
+    tmp.replace(path)
+
+
+def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" = None,
+                 config: dict | None = None) -> list[dict] | None:
     """Seeds 0..seeds-1 of one row, each kept in ``work/seed<s>.json`` as it finishes so a rerun
     resumes. ``run_seed(s)`` returns the seed's record (it must re-synthesise or redraw the set AND
-    train the student for seed s). Returns every record, or None when the deadline stopped the row."""
+    train the student for seed s). Returns every record, or None when the deadline stopped the row.
+    ``config`` (JSON-able: what makes a seed's result) is kept in ``work/config.json``; a resume under
+    another config stops with a one-line error instead of mixing seeds. A folder kept before
+    config.json existed is adopted as it is."""
     work.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        config = json.loads(json.dumps(config, default=float, sort_keys=True))  # compare as stored
+        kept = work / "config.json"
+        if kept.exists():
+            check_kept(work, json.loads(kept.read_text()), config)
+        else:
+            write_json(kept, config)
     out = []
     for s in range(seeds):
         done = work / f"seed{s}.json"
@@ -178,9 +207,7 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
         rec = {"seed": s, **run_seed(s)}
         if deadline is not None:
             deadline.end_seed()
-        tmp = done.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rec, default=float))
-        tmp.replace(done)
+        write_json(done, rec)
         out.append(rec)
     return out
 

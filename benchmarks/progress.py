@@ -36,13 +36,13 @@ def finished_seeds(work: Path) -> dict[str, list[int]]:
     seeds: dict[str, list[int]] = defaultdict(list)
     if not work.is_dir():
         return {}
-    for d in sorted(p for p in work.iterdir() if p.is_dir()):
-        m = SEED_DIR.match(d.name)
-        if m and (d / "bench_seed.json").exists():
+    for f in sorted(work.rglob("bench_seed.json")):
+        if m := SEED_DIR.match(f.parent.name):
             seeds[m["row"]].append(int(m["seed"]))
-        for f in d.glob("seed*.json"):
-            if fm := SEED_FILE.match(f.name):
-                seeds[d.name].append(int(fm["seed"]))
+    # any depth: quadd.py keeps a row's seeds in work/quadd-<part>-v2/seeds/ROW/
+    for f in sorted(work.rglob("seed*.json")):
+        if fm := SEED_FILE.match(f.name):
+            seeds[f.parent.relative_to(work).as_posix()].append(int(fm["seed"]))
     return {k: sorted(v) for k, v in seeds.items() if v}
 
 

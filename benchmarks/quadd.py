@@ -38,14 +38,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
+import json
 import logging
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, command_line, mean_std,
+from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, check_kept, command_line, mean_std,
                     paired_seeds, two_pooled_std)
 from pinned import PINNED, add_teacher_args, load_pinned, paths
 from tinyset.artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
@@ -94,16 +96,26 @@ class QuaddRows(Rows):
 
 def make_set(work: Path, name: str, ds_name: str, data_root, tcfg, method: str, ipc: int, margs: dict, seed: int = 0) -> Path:
     out = work / f"{name}-s{seed}"
-    if not out.exists():
-        DEADLINE.check()
-        # beam sets need no teacher (tcfg None): the default config, never used, keeps RunConfig whole
-        cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg or TeacherConfig(), evaluate=False,
-                        data=DataConfig(dataset=ds_name, data_root=data_root), seed=seed)
-        cfg.method_args = {**margs}
-        if method in ("e2d", "sre2l"):
-            cfg.method_args.setdefault("log_every", 0)
-        distill(cfg, out, progress=False)
+    # beam sets need no teacher (tcfg None): the default config, never used, keeps RunConfig whole
+    cfg = RunConfig(method=method, ipc=ipc, device="cpu", teacher=tcfg or TeacherConfig(), evaluate=False,
+                    data=DataConfig(dataset=ds_name, data_root=data_root), seed=seed)
+    cfg.method_args = {**margs}
+    if method in ("e2d", "sre2l"):
+        cfg.method_args.setdefault("log_every", 0)
+    if out.exists():  # cached by name: refuse one made under other options (e.g. another --dm-image-lr)
+        check_kept(out, made_with(yaml.safe_load((out / "config.yaml").read_text())), made_with(to_dict(cfg)))
+        return out
+    DEADLINE.check()
+    distill(cfg, out, progress=False)
     return out
+
+
+def made_with(cfg: dict) -> dict:
+    """What makes a cached set: the method, its arguments, the size, the seed, the data and the teacher."""
+    return {"method": cfg["method"], "method_args": cfg.get("method_args") or {}, "ipc": cfg["ipc"],
+            "seed": cfg["seed"], "dataset": cfg["data"]["dataset"],
+            # the pinned file by name: the same teacher reached from another checkout is the same teacher
+            "teacher": Path(cfg["teacher"]["checkpoint"]).name if cfg["teacher"].get("checkpoint") else None}
 
 
 def make_compressed(src: Path, quantizer: str, bits: int, calibrate: int = 100, granularity="tensor", **q) -> Path:
@@ -190,7 +202,7 @@ def cifar(args) -> None:
     all_bases = {"dm": ("dm", dm_args, "tensor"), "e2d": ("e2d", e2d_args, "image")}
     bases = {b: all_bases[b] for b in args.bases}
     soft_k, soft_bits = args.soft_k or None, args.soft_bits
-    work = WORK / (f"quadd-{dsname}-smoke" if smoke else "quadd-cifar-v2")
+    work = Path(args.work_dir) if args.work_dir else WORK / (f"quadd-{dsname}-smoke" if smoke else "quadd-cifar-v2")
     name = f"quadd_{dsname}_smoke" if smoke else "quadd_cifar10"
     ref_set = parse_budget(f"ipc{ipc0}@32", ds.info.shape, k, info=ds.info)  # the fp32 set file, exact
     ref_student = {"teacher": ref_set + tb["bytes"], "hard": ref_set,
@@ -235,7 +247,16 @@ def cifar(args) -> None:
 
     def evaluate(row_id, part, method, base, quantizer, bits, make, mode, ecfg):
         """One row: ``make(s)`` -> the artifact of seed s (synthesised / redrawn for that seed)."""
-        if rows.has(row_id=row_id) or not selected(row_id, args.only):
+        if not selected(row_id, args.only):
+            return
+        made = {"set_args": all_bases[base][1] if base in all_bases else {}, "eval_config": to_dict(ecfg),
+                "teacher": tname, "label_mode": mode, "soft_labels": [soft_k, soft_bits] if mode == "stored" else None}
+        made = json.loads(json.dumps(made))  # as stored (tuples -> lists)
+        old = rows.has(row_id=row_id)
+        if old:  # a row made under other options is not this run's row: say so rather than skip it
+            check_kept(f"{rows.path.name} row {row_id}", {k: old.get(k) for k in made if k in old},
+                       {k: v for k, v in made.items() if k in old},
+                       "remove the row to remake it, or write this run's table elsewhere (TINYSET_BENCH_RESULTS)")
             return
         DEADLINE.check()
 
@@ -255,11 +276,11 @@ def cifar(args) -> None:
                     "ipc": len(art.labels) // k, "synthesis_seconds": synthesis_seconds(art),
                     "eval_seconds": time.perf_counter() - t0, "artifact": str(path)}
 
-        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE)
+        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE, config=made)
         if recs is None:
             raise TimeUp
         s = summarise(recs)
-        rows.add({"dataset": ds.info.name, "row_id": row_id, "part": part, "label_mode": mode, "method": method,
+        rows.add({**made, "dataset": ds.info.name, "row_id": row_id, "part": part, "label_mode": mode, "method": method,
                   "base": base, "quantizer": quantizer, "ipc": recs[0]["ipc"], "bits": bits, "bytes": s["set_bytes"],
                   **s, "compression_set": round(ref_set / s["set_bytes"], 2),
                   "compression_student": round(ref_student[mode] / s["student_bytes"], 2), "student": ecfg.student,
@@ -391,7 +412,7 @@ def beam(args) -> None:
     torch.set_num_threads(1)
     ds = load_dataset("beam")
     k = ds.info.num_classes
-    work = WORK / "quadd-beam-v2"
+    work = Path(args.work_dir) if args.work_dir else WORK / "quadd-beam-v2"
     work.mkdir(parents=True, exist_ok=True)
     full_n = len(ds.train)
     seeds = args.seeds
@@ -446,7 +467,9 @@ def beam(args) -> None:
             return {"accuracy": t1, "top3": t3, "set_bytes": art.set_bytes, "student_bytes": art.student_bytes("hard"),
                     "synthesis_seconds": synthesis_seconds(art), "eval_seconds": time.perf_counter() - t0}
 
-        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE)
+        recs = paired_seeds(work / "seeds" / row_id, seeds, run_seed, DEADLINE,
+                            config={"dm_args": dm_args if base == "dm" else {},
+                                    "space": qspace or ("raw" if quantizer == "none" else space)})
         if recs is None:
             raise TimeUp
         s = summarise(recs)
@@ -599,6 +622,9 @@ def main() -> None:
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--cache", default=str(HERE / "cache"), help="teacher cache (for pinning the teacher)")
     p.add_argument("--seeds", type=int, default=5, help="paired seeds per row (seed s re-synthesises / redraws)")
+    p.add_argument("--work-dir", default=None,
+                   help="where sets and seeds are kept (default benchmarks/work/quadd-<part>-v2); a kept set or seed "
+                        "made under other options stops the run with one line, so try a variant in its own folder")
     p.add_argument("--protocol", default="rded", help="CIFAR evaluation protocol (`tinyset protocols`)")
     p.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE", help="eval overrides, e.g. epochs=100")
     p.add_argument("--student", default="convnet3", help="CIFAR part A student")

@@ -205,8 +205,13 @@ def test_progress_lists_rows_and_the_seeds_of_rows_in_progress(tmp_path, monkeyp
     (work / "cifar10-rded-sre2l-ipc10-seed0" / "bench_seed.json").write_text("{}")
     (work / "kd_cifar10-400-8-kd").mkdir()  # common.paired_seeds keeps a file per seed in the row's folder
     (work / "kd_cifar10-400-8-kd" / "seed3.json").write_text("{}")
+    nested = work / "quadd-cifar-v2" / "seeds" / "A-fp32-dm"  # quadd.py keeps seeds two levels down
+    nested.mkdir(parents=True)
+    (nested / "seed0.json").write_text("{}")
+    (nested / "config.json").write_text("{}")
     text = "\n".join(progress.report(res, work))
     assert "cifar10 e2d 10: 5 seeds, 56.50 ± 0.60" in text and "ssdd" not in text
+    assert "quadd-cifar-v2/seeds/A-fp32-dm: 1 (0)" in text
     assert "cifar10-rded-sre2l-ipc10: 1 (0)" in text and "kd_cifar10-400-8-kd: 1 (3)" in text
     (res / "broken.json").write_text("{")
     with pytest.raises(SystemExit, match="broken.json: not readable"):
@@ -357,3 +362,54 @@ def test_commit_is_dirty_for_a_changed_source_file_but_not_for_a_rewritten_resul
     assert not common.commit(where).endswith("+dirty")
     (tmp_path / "benchmarks" / "b.py").write_text("x = 2\n")
     assert common.commit(where).endswith("+dirty")
+
+
+def test_paired_seeds_refuse_to_resume_under_another_config(tmp_path, monkeypatch):
+    """Kept seeds are named by their row only; the config that made them is kept beside them, and a
+    rerun under another one is a one-line error naming the key (never a silent mix of seeds)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    calls = []
+
+    def run_seed(s):
+        calls.append(s)
+        return {"accuracy": float(s)}
+
+    cfg = {"set_args": {"lr": 0.001}, "eval": {"epochs": 300}}
+    assert [r["accuracy"] for r in common.paired_seeds(tmp_path / "row", 2, run_seed, config=cfg)] == [0.0, 1.0]
+    assert common.paired_seeds(tmp_path / "row", 3, run_seed, config=dict(cfg)) is not None and calls == [0, 1, 2]
+    with pytest.raises(SystemExit, match=r"row: kept under set_args=\{'lr': 0.001\} but this run asks "
+                                         r"set_args=\{'lr': 0.01\}; delete it"):
+        common.paired_seeds(tmp_path / "row", 3, run_seed, config={**cfg, "set_args": {"lr": 0.01}})
+    assert calls == [0, 1, 2]
+    (tmp_path / "legacy").mkdir()  # a folder kept before config.json existed is adopted, then guarded
+    (tmp_path / "legacy" / "seed0.json").write_text(json.dumps({"seed": 0, "accuracy": 5.0}))
+    assert common.paired_seeds(tmp_path / "legacy", 1, run_seed, config=cfg)[0]["accuracy"] == 5.0
+    with pytest.raises(SystemExit, match="legacy: kept under eval="):
+        common.paired_seeds(tmp_path / "legacy", 1, run_seed, config={**cfg, "eval": {"epochs": 100}})
+
+
+@pytest.mark.slow
+def test_quadd_refuses_rows_seeds_and_sets_made_under_another_dm_step_size(tmp_path):
+    """A table row, a row's kept seeds and a cached set are each named by the row or set alone; a rerun
+    with another --dm-image-lr must stop at each with one line, and run once the old one is gone."""
+    base = ["--part", "cifar", "--smoke", "--dataset", "digits", "--bases", "dm", "--sections", "A",
+            "--student", "convnet:depth=1,width=8", "--only", "A-fp32-dm"]
+    _run("quadd.py", base, tmp_path)
+    other = [*base, "--dm-image-lr", "0.5"]
+    proc = _run("quadd.py", other, tmp_path, ok=False)
+    assert proc.returncode != 0
+    assert "quadd_digits_smoke.json row A-fp32-dm: kept under set_args=" in proc.stderr
+    assert "'lr': 0.5" in proc.stderr and "TINYSET_BENCH_RESULTS" in proc.stderr
+    (tmp_path / "results" / "quadd_digits_smoke.json").unlink()
+    proc = _run("quadd.py", other, tmp_path, ok=False)
+    assert "seeds/A-fp32-dm: kept under set_args=" in proc.stderr and "--work-dir" in proc.stderr
+    work = tmp_path / "work" / "quadd-digits-smoke"
+    for f in (work / "seeds" / "A-fp32-dm").iterdir():
+        f.unlink()
+    proc = _run("quadd.py", other, tmp_path, ok=False)
+    assert "dm-fp32-ipc1-s0: kept under method_args=" in proc.stderr
+    assert _run("quadd.py", [*other, "--work-dir", str(tmp_path / "variant")], tmp_path).returncode == 0
+    row = _rows(tmp_path / "results" / "quadd_digits_smoke.json")[0]
+    assert row["set_args"]["lr"] == 0.5 and (tmp_path / "variant" / "dm-fp32-ipc1-s0").is_dir()
