@@ -544,7 +544,7 @@ def cifar_findings(rows: list[dict]) -> list[str]:
                 out.append(f"(A) {base}, {q} 3-bit QuADD vs fp32: {d:+.2f} points, {'' if abs(d) <= 1 else 'not '}within "
                            f"the paper's 1 point{paired_wins(q3, fp)}; by the two-pooled-std rule: {gap(q3, fp)}.")
             if q2 and p2:
-                out.append(f"(A) {base}, {q} 2-bit QuADD vs post-hoc: {gap(q2, p2)}.")
+                out.append(f"(A) {base}, {q} 2-bit QuADD vs post-hoc: {gap(q2, p2)}{paired_wins(q2, p2)}.")
     for mode in ("hard", "stored"):
         for base in ("dm", "e2d"):
             fp = r.get(f"B-{mode}-fp32-{base}")

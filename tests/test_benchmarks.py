@@ -432,5 +432,9 @@ def test_quadd_three_bit_line_says_closeness_and_noise_separately(monkeypatch):
     line = next(x for x in quadd.cifar_findings([fp, low]) if "3-bit" in x)
     assert "-2.10 points, not within the paper's 1 point, quadd higher on 0 of 5 paired seeds" in line
     assert "rule: no gap (-2.10, 2 pooled std = 4.08)" in line
+    q2, p2 = r("A-quadd-dm-uniform2", "quadd", [50.0, 52.0, 51.0, 53.0, 52.0]), r("A-posthoc-dm-uniform2", "posthoc",
+                                                                             [45.0, 47.0, 46.0, 48.0, 49.0])
+    assert any(x.endswith("2-bit QuADD vs post-hoc: above by +4.60 (> 2 pooled std = 2.76), quadd higher on 5 of 5 "
+                          "paired seeds.") for x in quadd.cifar_findings([fp, q2, p2]))
     close = r("A-quadd-dm-uniform3", "quadd", [54.0, 57.0, 58.0, 57.0, 55.0])
     assert "points, within the paper's 1 point" in next(x for x in quadd.cifar_findings([fp, close]) if "3-bit" in x)
