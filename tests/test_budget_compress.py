@@ -60,6 +60,9 @@ def test_compress_and_budget_cli(tmp_path, capsys):
     assert art.total_bytes == 30 * 256 * 2 // 8 + 4 + 15 and (out / "config.yaml").is_file()
     assert torch.unique(art.images).numel() <= 3  # ternary levels, one alpha
     assert "x smaller" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0  # the stored clip, read back from the tensors
+    alpha = [k for k, v in art.manifest["components"].items() if v["role"] == "quantizer"]
+    assert alpha and f"quantizer state: {alpha[0]} {art.tensors[alpha[0]].item():.4g}" in capsys.readouterr().out
     assert main(["compress", str(run), "--quantizer", "uniform", "--budget", "2KB", "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert load_artifact(tmp_path / "b").total_bytes <= 2000
     assert main(["compress", str(run), "--budget", "10", "--out", str(tmp_path / "c"), "--quiet"]) == 2

@@ -206,6 +206,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _spread(t) -> str:
+    """One stored value as itself; many (a clip per image or channel) as count, min, median, max."""
+    x = t.detach().float().flatten()
+    if x.numel() == 1:
+        return f"{x.item():.4g}"
+    return f"{x.numel()} values, min {x.min().item():.4g} median {x.median().item():.4g} max {x.max().item():.4g}"
+
+
 def cmd_info(args) -> int:
     from ..artifact import load_artifact
 
@@ -220,6 +228,10 @@ def cmd_info(args) -> int:
     teacher = m.get("teacher") or {}
     if teacher:
         print(f"teacher {teacher.get('model')} sha256 {str(teacher.get('sha256'))[:16]}… test accuracy {teacher.get('test_accuracy')}")
+    # the learned clips say where a quantizer put its levels (e.g. an in-loop clip against a post-hoc one)
+    state = [k for k, v in m["components"].items() if v.get("role") == "quantizer" and k in art.tensors]
+    if state:
+        print("quantizer state: " + ", ".join(f"{k} {_spread(art.tensors[k])}" for k in state))
     print(f"synthesis {m['synthesis']['seconds']:.1f}s; wall {m['wall_time_seconds']:.1f}s")
     print("checksums OK (manifest, tensors, preview)")
     if args.json:
