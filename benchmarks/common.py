@@ -15,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from tinyset.utils.files import atomic_write_text
 from tinyset.utils.runlog import machine_description
 
 # Tests (and anyone keeping results elsewhere) point these at other folders; the defaults are the
@@ -82,9 +83,7 @@ class Rows:
         self.data["rows"] = [r for r in self.data["rows"] if self.key(r) != self.key(row)] + [row]
         self.data["commit"] = commit()
         self.data["machine"] = machine_description()
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=float))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=float))
         self.write_markdown()
 
     def write_markdown(self, columns: list[tuple[str, str]] | None = None) -> None:
@@ -173,11 +172,9 @@ def check_kept(where: Path | str, kept: dict, want: dict,
         raise SystemExit(f"{where}: kept under {k}={kept.get(k)!r} but this run asks {k}={want.get(k)!r}; {hint}")
 
 
-def write_json(path: Path, data) -> None:
-    """Write through a temp file and rename: a stopped run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, default=float, sort_keys=True))
-    tmp.replace(path)
+def as_stored(data):
+    """``data`` as it reads back from a JSON file (tuples -> lists, numbers -> float): compare like with like."""
+    return json.loads(json.dumps(data, default=float, sort_keys=True))
 
 
 def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" = None,
@@ -190,12 +187,12 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
     config.json existed is adopted as it is."""
     work.mkdir(parents=True, exist_ok=True)
     if config is not None:
-        config = json.loads(json.dumps(config, default=float, sort_keys=True))  # compare as stored
+        config = as_stored(config)
         kept = work / "config.json"
         if kept.exists():
             check_kept(work, json.loads(kept.read_text()), config)
         else:
-            write_json(kept, config)
+            atomic_write_text(kept, json.dumps(config, sort_keys=True))
     out = []
     for s in range(seeds):
         done = work / f"seed{s}.json"
@@ -207,7 +204,7 @@ def paired_seeds(work: Path, seeds: int, run_seed, deadline: "Deadline | None" =
         rec = {"seed": s, **run_seed(s)}
         if deadline is not None:
             deadline.end_seed()
-        write_json(done, rec)
+        atomic_write_text(done, json.dumps(rec, default=float))
         out.append(rec)
     return out
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
-import json
 import logging
 import statistics
 import time
@@ -47,7 +46,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, check_kept, command_line, mean_std,
+from common import (CLAIM_SEEDS, RESULTS, WORK, Deadline, Rows, TimeUp, add_max_minutes, as_stored, check_kept, command_line, mean_std,
                     paired_seeds, paired_wins, two_pooled_std)
 from pinned import PINNED, add_teacher_args, load_pinned, paths
 from tinyset.artifact import load_artifact, save_artifact, save_quantized_set, teacher_bytes
@@ -251,7 +250,7 @@ def cifar(args) -> None:
             return
         made = {"set_args": all_bases[base][1] if base in all_bases else {}, "eval_config": to_dict(ecfg),
                 "teacher": tname, "label_mode": mode, "soft_labels": [soft_k, soft_bits] if mode == "stored" else None}
-        made = json.loads(json.dumps(made))  # as stored (tuples -> lists)
+        made = as_stored(made)  # compared with the row as the json file holds it
         old = rows.has(row_id=row_id)
         if old:  # a row made under other options is not this run's row: say so rather than skip it
             check_kept(f"{rows.path.name} row {row_id}", {k: old.get(k) for k in made if k in old},
