@@ -112,6 +112,12 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
         ref = rows[f"B-{mode}-fp32-dm"]["student_bytes"]
         assert all(r["student_bytes"] <= ref for r in rows.values() if r["part"] == "B" and r["label_mode"] == mode)
     assert rows["B-hard-quadd-dm-uniform2"]["ipc"] > rows["B-stored-quadd-dm-uniform2"]["ipc"] >= 1
+    assert (tmp_path / "results" / "quadd_digits_smoke_budget.png").exists()  # part B's own picture
+    for mode in ("hard", "stored"):  # the blind pick: tinyset budget's held-out search on the same budget
+        found = json.loads((tmp_path / "results" / f"quadd_digits_smoke_search_{mode}.json").read_text())
+        assert found["search"]["label_mode"] == mode and found["options"]["budget"] == rows[f"B-{mode}-fp32-dm"]["student_bytes"]
+        assert "test split is never read" in found["search"]["proxy"]["split"]
+    assert "held-out search" in (tmp_path / "results" / "quadd_digits_smoke.md").read_text()
     again = _run("quadd.py", args, tmp_path)  # finished rows and seeds are kept: nothing is trained again
     assert "seed 0:" not in again.stderr
 
@@ -241,6 +247,35 @@ def test_quadd_gap_wording_follows_the_two_pooled_std_rule_and_the_seed_count(mo
     assert quadd.gap(r(60, 1), r(56, 1)).startswith("above by +4.00")
     assert quadd.gap(r(60, 1), r(59, 1)).startswith("no gap")
     assert "an observation, a claim needs 5" in quadd.gap(r(60, 1, 3), r(56, 1, 3))
+
+
+def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import quadd
+
+    def r(row_id, method, base, ipc, bits, mean, std=0.5, seeds=5, mode="hard"):
+        return {"row_id": row_id, "part": "B", "label_mode": mode, "method": method, "base": base, "quantizer": "uniform",
+                "ipc": ipc, "bits": bits, "accuracy_mean": mean, "accuracy_std": std, "seeds": seeds,
+                "student_bytes": 1000, "set_bytes": 1000}
+
+    fp, q4, q2 = (r("B-hard-fp32-dm", "fp32", "dm", 10, 32, 30), r("B-hard-quadd-dm-uniform4", "quadd", "dm", 80, 4, 45),
+                  r("B-hard-quadd-dm-uniform2", "quadd", "dm", 159, 2, 40))
+    ur = r("B-hard-uint8-random", "uint8", "none", 40, 8, 44)
+    text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur]))
+    assert "best of 2 points (80@4, 159@2; picked on test accuracy) 80@4 bits, 45.00" in text
+    assert "vs the uint8 random real subset (40@8, 1000 B): no gap" in text and "**does not hold**" in text
+    ur["accuracy_mean"] = 40
+    assert "Claim (above both): **holds**" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur]))
+    assert "**undecided (no uint8 random row yet)**" in "\n".join(quadd.cifar_findings([fp, q4, q2]))
+    q4["seeds"] = 3
+    assert "undecided (under 5 seeds)" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur]))
+    pt = {"ipc": 80, "bits": 4, "proxy_accuracy_mean": 33.3}
+    pick = {"chosen": pt, "curve": [pt], "proxy": {"seeds": 3, "steps": 300, "student": "s", "holdout_samples": 1000}}
+    text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur], {"hard": pick}))
+    assert "proxy % 80@4 33.3) picks 80@4; the rows at that point: quadd (dm) 45.00 ± 0.50" in text
+    monkeypatch.setattr(quadd, "RESULTS", tmp_path)
+    assert quadd.plot_budget([fp, q4, q2, ur], "b.png", "t") and (tmp_path / "b.png").stat().st_size > 0
+    assert not quadd.plot_budget([{**fp, "part": "A"}], "a.png", "t")  # no part B rows: no picture
 
 
 def test_claim_lines_follow_the_two_pooled_std_rule_and_count_paired_seeds(monkeypatch):
