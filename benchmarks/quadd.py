@@ -605,6 +605,16 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
             verdict = ("undecided (no uint8 random row yet)" if not ur else f"undecided (under {CLAIM_SEEDS} seeds)" if few
                        else "holds" if holds else "does not hold")
             out.append(line + f". Claim (above both): **{verdict}**.")
+        # is the budget's gain distillation, or only "more images at fewer bits"? the random real subset at
+        # the same width (one clip, post hoc) is the same trade without synthesis
+        same = []
+        for x in rows:
+            rr = r.get(f"B-{mode}-random-uniform{x['bits']}")
+            if x["part"] == "B" and x.get("label_mode") == mode and x["method"] == "quadd" and rr:
+                same.append(f"{x['base']} {x['ipc']}@{x['bits']} vs random {rr['ipc']}@{rr['bits']}: {gap(x, rr)}"
+                            f"{paired_wins(x, rr)}")
+        if same:
+            out.append(f"(B, {mode} labels) QuADD vs the random real subset at the same width: " + "; ".join(same) + ".")
         pick = (searches or {}).get(mode)
         if pick:  # what a user choosing blind gets: the held-out search's point, and that point's rows
             c = pick["chosen"]

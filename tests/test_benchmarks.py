@@ -269,6 +269,8 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     assert "**undecided (no uint8 random row yet)**" in "\n".join(quadd.cifar_findings([fp, q4, q2]))
     q4["seeds"] = 3
     assert "undecided (under 5 seeds)" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur]))
+    rr = r("B-hard-random-uniform4", "random", "none", 80, 4, 44.9)
+    assert "same width: dm 80@4 vs random 80@4: no gap (+0.10" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur, rr]))
     pt = {"ipc": 80, "bits": 4, "proxy_accuracy_mean": 33.3}
     pick = {"chosen": pt, "curve": [pt], "proxy": {"seeds": 3, "steps": 300, "student": "s", "holdout_samples": 1000}}
     text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur], {"hard": pick}))
