@@ -382,7 +382,8 @@ def cifar(args) -> None:
     rows.write_markdown()
     plot(rows, f"{name}.png", f"{ds.info.name}: accuracy against bytes")
     pictures = [RESULTS / (name + ".png")]
-    if plot_budget(rows.data["rows"], f"{name}_budget.png", f"{ds.info.name}, part B: one byte budget, bits traded for images"):
+    if plot_budget(rows.data["rows"], f"{name}_budget.png", f"{ds.info.name}, part B: one byte budget, bits traded for images",
+                   held_out_picks(name)):
         pictures.append(RESULTS / f"{name}_budget.png")
     print(f"wrote {rows.path}, {rows.path.with_suffix('.md')} and {', '.join(map(str, pictures))}")
 
@@ -655,7 +656,7 @@ def beam_findings(rows: list[dict]) -> list[str]:
     return out
 
 
-def plot_budget(rows: list[dict], filename: str, title: str) -> bool:
+def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str, dict] | None = None) -> bool:
     """Part B's picture: accuracy against bits at the fixed budget, one panel per label mode, a line
     per (method, base) with each point's images per class written beside it, and the fp32 IPC-10
     sets and the uint8 random subset as dashed reference lines (they are the claim's bars)."""
@@ -686,13 +687,19 @@ def plot_budget(rows: list[dict], filename: str, title: str) -> bool:
         for r in rs:
             if r not in bars:
                 lines.setdefault(f"{r['method']} ({r['base']})", []).append(r)
-        for name, pts in sorted(lines.items()):
+        series = sorted(lines.items())
+        for j, (name, pts) in enumerate(series):
             pts = sorted(pts, key=lambda r: -r["bits"])
-            ax.errorbar([r["bits"] for r in pts], [r["accuracy_mean"] for r in pts],
+            dx = 0.08 * (j - (len(series) - 1) / 2)  # side by side, so equal points stay visible
+            ax.errorbar([r["bits"] + dx for r in pts], [r["accuracy_mean"] for r in pts],
                         yerr=[r["accuracy_std"] for r in pts], marker="o", capsize=3, label=name, color=colour(name))
             for r in pts:
-                ax.annotate(f"{r['ipc']}", (r["bits"], r["accuracy_mean"]), textcoords="offset points",
+                ax.annotate(f"{r['ipc']}", (r["bits"] + dx, r["accuracy_mean"]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7)
+        pick = (searches or {}).get(mode)
+        if pick:
+            c = pick["chosen"]
+            ax.axvline(c["bits"], linestyle=":", color="grey", label=f"held-out search picks {c['ipc']}@{c['bits']}")
         ax.set_xticks([8, 4, 3, 2])
         ax.set_xlim(8.5, 1.5)  # reversed: fewer bits = more images, to the right
         ax.set_xlabel("bits per value (number = images per class at the budget)")
