@@ -297,13 +297,22 @@ def _collect(cfg: Any, mapping: dict, prefix: str, problems: list[str]) -> list[
             if not isinstance(value, dict):
                 problems.append(f"config key {full!r} takes a mapping")
                 continue
-            updates.append((cfg, key, {**current, **value}))
+            updates.append((cfg, key, deep_merge(current, value)))
         else:
             try:
                 updates.append((cfg, key, coerce(value, hints.get(key, Any), full)))
             except TinysetError as e:
                 problems.append(str(e))
     return updates
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, nested mappings merged key by key: two overrides of one free-form
+    section (``method_args.quantizer.name=...`` then ``method_args.quantizer.bits=...``) both hold."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def parse_override(text: str) -> dict:
