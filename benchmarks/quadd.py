@@ -228,7 +228,9 @@ def cifar(args) -> None:
         f"compression (set / student) = the fp32 IPC-{ipc0} set's count in the same label mode / the row's.",
         "posthoc = `tinyset compress` of the fp32 set of the same seed, clip calibrated for 100 Adam steps on MSE "
         "with the loop's granularity (DM: one clip per set; E2D: one per image); quadd = the quantizer in the loop, "
-        "started from quantized real images; random = the random real subset (one clip); uint8 = stored as 8-bit codes.",
+        "started from quantized real images; quadd_frozen = the same loop with post-hoc's clip (100 Adam steps on the "
+        "starting images' MSE, then frozen: only the codes learn); random = the random real subset (one clip); "
+        "uint8 = stored as 8-bit codes.",
         f"Part B: the budget is the fp32 IPC-{ipc0} set's student_bytes in the row's label mode; each width holds the most "
         "images per class whose student_bytes fit, per base (E2D's per-image clips are counted).",
         "A gap under two standard deviations is no gap.",
@@ -318,10 +320,10 @@ def cifar(args) -> None:
     def random_set(ipc: int):
         return lambda s: make_set(work, f"random-ipc{ipc}", dsname, args.data_root, tcfg, "random", ipc, {}, s)
 
-    def quadd(base: str, q: str, bits: int, ipc: int):
+    def quadd(base: str, q: str, bits: int, ipc: int, tag: str = "", **extra):
         method, margs, gran = all_bases[base]
-        return lambda s: make_set(work, f"{base}-quadd-{q}{bits}-ipc{ipc}", dsname, args.data_root, tcfg, method, ipc,
-                                  {**margs, **qargs(q, bits, gran)}, s)
+        return lambda s: make_set(work, f"{base}-quadd{tag}-{q}{bits}-ipc{ipc}", dsname, args.data_root, tcfg, method,
+                                  ipc, {**margs, **qargs(q, bits, gran, **extra)}, s)
 
     def compressed(make, q: str, bits: int, gran: str = "tensor", calibrate: int = 100):
         return lambda s: make_compressed(make(s), q, bits, calibrate, gran)
@@ -344,6 +346,9 @@ def cifar(args) -> None:
                              compressed(fp32(base, ipc0), q, bits, gran), "teacher", ecfg_a)
                     row(f"A-quadd-{base}-{q}{bits}", "A", "quadd", base, q, bits, quadd(base, q, bits, ipc0),
                              "teacher", ecfg_a)
+                    if bits == 2 and q == "uniform":  # does post-hoc's clip explain post-hoc vs the loop?
+                        row(f"A-quaddfrozen-{base}-{q}{bits}", "A", "quadd_frozen", base, q, bits,
+                            quadd(base, q, bits, ipc0, "-frozen", calibrate=100, freeze=True), "teacher", ecfg_a)
 
     # (B) fixed budget = the fp32 set at ipc0, under hard and stored labels
     b_bits = (2,) if smoke else tuple(args.b_bits)
@@ -583,6 +588,12 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
                            f"the paper's 1 point{paired_wins(q3, fp)}; by the two-pooled-std rule: {gap(q3, fp)}.")
             if q2 and p2:
                 out.append(f"(A) {base}, {q} 2-bit QuADD vs post-hoc: {gap(q2, p2)}{paired_wins(q2, p2)}.")
+            f2 = r.get(f"A-quaddfrozen-{base}-{q}2")
+            if f2 and p2:  # the loop with post-hoc's clip: what is left of the gap is what the loop does to the codes
+                line = f"(A) {base}, {q} 2-bit QuADD with post-hoc's clip (MSE-calibrated, frozen) vs post-hoc: {gap(f2, p2)}"
+                line += f"{paired_wins(f2, p2)}" + (f"; vs QuADD with its learned clip: {gap(f2, q2)}{paired_wins(f2, q2)}"
+                                                    if q2 else "")
+                out.append(line + ".")
     for mode in ("hard", "stored"):
         ur = r.get(f"B-{mode}-uint8-random")
         for base in ("dm", "e2d"):

@@ -94,3 +94,37 @@ def test_channels_last_latent_encodes_to_a_cacheable_unit(tmp_path):
     lq = LoopQuantizer(QuantizerConfig(name="uniform", bits=2, granularity="image"), x, info)
     tensors, _ = encoded_to_tensors(lq.encoded(lq.latent(x)))
     save_file(tensors, str(tmp_path / "unit.safetensors"))
+
+
+def test_loop_clip_calibrated_on_mse_is_post_hocs_clip_and_freeze_keeps_it(digits):
+    """``calibrate`` starts the loop from the clip post-hoc compression ends with (one shared
+    routine); ``freeze`` keeps it through the loop while the codes still learn."""
+    from types import SimpleNamespace
+
+    from tinyset.jobs.compress import CompressConfig, quantize_set
+    from tinyset.quant.inloop import LoopQuantizer, QuantizerConfig
+
+    x = digits.train.get_batch(torch.arange(40))[0]
+    info = SimpleNamespace(kind="image", mean=(0.5,), std=(0.5,))
+    _, comps = quantize_set(x, torch.zeros(40, dtype=torch.long), info,
+                            CompressConfig(quantizer="uniform", bits=2, calibrate_steps=30), 10)
+    lq = LoopQuantizer(QuantizerConfig(name="uniform", bits=2, calibrate=30), x, info)
+    assert torch.equal(lq.q.lo.detach(), comps[0]["q.lo"]) and torch.equal(lq.q.hi.detach(), comps[0]["q.hi"])
+    start = LoopQuantizer(QuantizerConfig(name="uniform", bits=2), x, info)
+    assert not torch.equal(start.q.lo, lq.q.lo)  # calibration moved the clip off the data's range
+
+    def clip(iterations, **q):
+        cfg = _dm_cfg(name="uniform", bits=2, lr=0.05, calibrate=30, **q)
+        cfg.method_args["iterations"] = iterations
+        x, _, s = synthesize(cfg, digits, None, None, progress=False)
+        return s["_quantized"][0]["q.lo"], s["_quantized"][0]["q.hi"], x
+
+    lo1, hi1, _ = clip(1, freeze=True)
+    lo4, hi4, x4 = clip(4, freeze=True)
+    assert torch.equal(lo1, lo4) and torch.equal(hi1, hi4)  # frozen: the calibrated clip, whatever the loop does
+    _, _, x1 = clip(1, freeze=True)
+    assert not torch.equal(x1, x4)  # ... while the codes learn
+    lo4m, hi4m, _ = clip(4)
+    assert not (torch.equal(lo4m, lo4) and torch.equal(hi4m, hi4))  # unfrozen, the loop moves it
+    with pytest.raises(TinysetError, match="calibrate must be >= 0"):
+        LoopQuantizer(QuantizerConfig(name="uniform", bits=2, calibrate=-1), x, info)

@@ -78,13 +78,8 @@ def num_classes_of(art) -> int:
 def quantize_set(x: torch.Tensor, y: torch.Tensor, info, cfg: CompressConfig, num_classes: int):
     """(decoded tensor, quantized components tuple) for a finished set."""
     lq = LoopQuantizer(cfg.quantizer_config(), x, info)
+    lq.calibrate(x, cfg.calibrate_steps)
     latent = lq.latent(x)
-    opt = lq.optimizer()
-    for _ in range(cfg.calibrate_steps):
-        loss = ((lq(latent) - x) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
     with torch.no_grad():
         decoded = lq(latent).detach()
     quantized = merge_encoded([lq.encoded(latent)], torch.arange(len(x)), y, num_classes)

@@ -36,6 +36,11 @@ class QuantizerConfig:
     grid: str | None = None  # signed uniform: midtread (default, the APoT paper's Q^u: 2^b - 1 levels with 0) | midrise
     ste: str | None = None  # clipped (default: no gradient to the data outside the clip) | calibrated (1 everywhere)
     ties: str | None = None  # uniform/apot: away (default: exact halves on |x|, away from zero) | even (uniform) | down (apot)
+    # where the loop's clips start and whether they move: by default they start from the data's range and
+    # follow the loop's loss; calibrate = Adam steps (at lr) fitting them to the starting data's
+    # reconstruction MSE first (what post-hoc compression does); freeze = the loop never moves them
+    calibrate: int = 0
+    freeze: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -75,6 +80,24 @@ class LoopQuantizer(nn.Module):
         self.q = qcfg.build()
         self.space = data_space(qcfg, self.q, info)
         self.q.init_from(self.space.from_data(x0.float()))
+        if qcfg.calibrate < 0:
+            raise TinysetError(f"quantizer calibrate must be >= 0 Adam steps, got {qcfg.calibrate}")
+        self.calibrate(x0.float(), qcfg.calibrate)
+        if qcfg.freeze:
+            self.q.requires_grad_(False)
+
+    def calibrate(self, x: torch.Tensor, steps: int) -> None:
+        """Fit the quantizer's parameters to ``x``'s reconstruction MSE (in data units) by ``steps``
+        Adam steps at the config's lr: post-hoc compression's calibration, and ``calibrate``'s."""
+        if steps <= 0:
+            return
+        latent = self.latent(x)
+        opt = torch.optim.Adam(self.q.parameters(), lr=self.qcfg.lr)
+        for _ in range(steps):
+            loss = ((self(latent) - x) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
     def latent(self, x0: torch.Tensor) -> torch.Tensor:
         """The starting latent: real data mapped into the quantizer's space (so the first forward
@@ -84,8 +107,9 @@ class LoopQuantizer(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.space.to_data(self.q(latent))
 
-    def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.q.parameters(), lr=self.qcfg.lr)
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The loop's optimiser of the quantizer's parameters; None when they are frozen."""
+        return None if self.qcfg.freeze else torch.optim.Adam(self.q.parameters(), lr=self.qcfg.lr)
 
     def encoded(self, latent: torch.Tensor) -> dict[str, Any]:
         """Per-unit encoding: integer codes, quantizer state and the config to rebuild them."""
