@@ -101,7 +101,7 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
             "--b-student", "convnet:depth=1,width=8"]
     _run("quadd.py", args, tmp_path)
     rows = {r["row_id"]: r for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
-    assert {"A-random-fp32", "A-random-apot3", "A-fp32-dm", "A-posthoc-dm-uniform2", "A-quadd-dm-uniform2",
+    assert {"A-random-fp32", "A-random-apot3", "A-fp32-dm", "A-posthoc-dm-uniform2", "A-quadd-dm-uniform2", "A-quaddfrozen-dm-uniform2",
             "B-hard-fp32-random", "B-hard-quadd-dm-uniform2", "B-stored-fp32-dm", "B-stored-quadd-dm-uniform2"} <= set(rows)
     t = rows["A-fp32-dm"]["teacher_bytes"]
     for r in rows.values():
