@@ -598,7 +598,7 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
         ur = r.get(f"B-{mode}-uint8-random")
         for base in ("dm", "e2d"):
             fp = r.get(f"B-{mode}-fp32-{base}")
-            pts = sorted((x for x in rows if x["part"] == "B" and x.get("label_mode") == mode
+            pts = sorted((x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode
                           and x["method"] == "quadd" and x["base"] == base), key=lambda x: -x["bits"])
             if not (fp and pts):
                 continue
@@ -621,8 +621,10 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
         # the same width (one clip, post hoc) is the same trade without synthesis
         same = []
         for x in rows:
+            if not (x.get("part") == "B" and x.get("label_mode") == mode and x.get("method") == "quadd"):
+                continue
             rr = r.get(f"B-{mode}-random-uniform{x['bits']}")
-            if x["part"] == "B" and x.get("label_mode") == mode and x["method"] == "quadd" and rr:
+            if rr:
                 same.append(f"{x['base']} {x['ipc']}@{x['bits']} vs random {rr['ipc']}@{rr['bits']}: {gap(x, rr)}"
                             f"{paired_wins(x, rr)}")
         if same:
@@ -631,7 +633,7 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
         if pick:  # what a user choosing blind gets: the held-out search's point, and that point's rows
             c = pick["chosen"]
             curve = ", ".join(f"{p['ipc']}@{p['bits']} {p['proxy_accuracy_mean']:.1f}" for p in pick["curve"])
-            at = [x for x in rows if x["part"] == "B" and x.get("label_mode") == mode and x["bits"] == c["bits"]
+            at = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x["bits"] == c["bits"]
                   and x["ipc"] == c["ipc"]]
             line = (f"(B, {mode} labels) `tinyset budget`'s held-out search (random real proxy sets, "
                     f"{pick['proxy']['seeds']} x {pick['proxy']['steps']} steps of {pick['proxy']['student']}, scored on "
