@@ -38,10 +38,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
+import json
 import logging
 import statistics
 import time
-import json
 from pathlib import Path
 
 import torch
@@ -596,10 +596,10 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
                 out.append(line + ".")
     for mode in ("hard", "stored"):
         ur = r.get(f"B-{mode}-uint8-random")
+        quadd_rows = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x.get("method") == "quadd"]
         for base in ("dm", "e2d"):
             fp = r.get(f"B-{mode}-fp32-{base}")
-            pts = sorted((x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode
-                          and x["method"] == "quadd" and x["base"] == base), key=lambda x: -x["bits"])
+            pts = sorted((x for x in quadd_rows if x["base"] == base), key=lambda x: -x["bits"])
             if not (fp and pts):
                 continue
             # every point is a row, so the best is picked on test accuracy after the fact: an upper bound on what
@@ -620,9 +620,7 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
         # is the budget's gain distillation, or only "more images at fewer bits"? the random real subset at
         # the same width (one clip, post hoc) is the same trade without synthesis
         same = []
-        for x in rows:
-            if not (x.get("part") == "B" and x.get("label_mode") == mode and x.get("method") == "quadd"):
-                continue
+        for x in quadd_rows:
             rr = r.get(f"B-{mode}-random-uniform{x['bits']}")
             if rr:
                 same.append(f"{x['base']} {x['ipc']}@{x['bits']} vs random {rr['ipc']}@{rr['bits']}: {gap(x, rr)}"
