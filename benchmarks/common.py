@@ -3,6 +3,7 @@ from the rows already there, rendered as a markdown table with the command that 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -22,17 +23,25 @@ from tinyset.utils.runlog import machine_description
 # committed results/ and the git-ignored work/ beside this file.
 RESULTS = Path(os.environ.get("TINYSET_BENCH_RESULTS") or Path(__file__).parent / "results")
 WORK = Path(os.environ.get("TINYSET_BENCH_WORK") or Path(__file__).parent / "work")
+# The manual that quotes every committed table (docs/benchmarks.md), keyed by the results folder it
+# quotes. A table written to the committed folder refreshes it at once: a results commit that forgot
+# the refresh once turned CI red. Results kept anywhere else (tests, TINYSET_BENCH_RESULTS) leave
+# the manual alone.
+MANUALS: dict[Path, Path] = {(Path(__file__).parent / "results").resolve(): Path(__file__).parent.parent / "docs" / "benchmarks.md"}
+
+log = logging.getLogger("benchmarks.common")
 
 
 def commit(where: Path | None = None) -> str:
     """The short commit of the checkout holding ``where`` (default: these benchmark scripts), +dirty if a
-    tracked file changed. ``benchmarks/results/`` does not count: a run rewrites its own table there, and a
-    re-render of a committed table would otherwise mark itself dirty."""
+    tracked file changed. ``benchmarks/results/`` and the manual quoting it do not count: a run rewrites its
+    own table there (and the manual's copy), and a re-render would otherwise mark itself dirty."""
     cwd = where or Path(__file__).parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                ":(top,exclude)benchmarks/results"], capture_output=True, text=True,
+                                ":(top,exclude)benchmarks/results",
+                                ":(top,exclude)docs/benchmarks.md"], capture_output=True, text=True,
                                cwd=cwd).stdout.strip()
         return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else "unknown"
     except OSError:
@@ -111,7 +120,22 @@ class Rows:
         found = self.findings(self.data["rows"]) if self.findings else []
         if found:
             lines += ["", "**Findings** (computed from the rows above):", ""] + [f"- {f}" for f in found]
-        (RESULTS / f"{self.name}.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(RESULTS / f"{self.name}.md", "\n".join(lines) + "\n")
+        refresh_manual()
+
+
+def refresh_manual() -> None:
+    """Copy the tables of RESULTS into the manual that quotes them, if any. The row is already kept,
+    so a manual that cannot be refreshed is a warning naming the fix, not a lost run."""
+    manual = MANUALS.get(Path(RESULTS).resolve())
+    if manual is None or not manual.exists():
+        return
+    import update_readme  # beside this file; it imports nothing heavy
+
+    try:
+        update_readme.refresh(RESULTS, manual)
+    except (ValueError, OSError) as err:
+        log.warning("docs/benchmarks.md not refreshed (%s); run `python benchmarks/update_readme.py`", err)
 
 
 class TimeUp(Exception):

@@ -1,18 +1,24 @@
 """Copy the benchmark tables (benchmarks/results/*.md) into docs/benchmarks.md between markers, so
-the manual shows exactly what the benchmark commands wrote (the README's findings quote them)."""
+the manual shows exactly what the benchmark commands wrote (the README's findings quote them).
+
+Every benchmark calls ``refresh`` itself after each row it writes to the committed results folder
+(``common.Rows``), so a rerun cannot leave the manual stale; running this script by hand redoes it."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MANUAL = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- benchmark tables: start -->", "<!-- benchmark tables: end -->"
 
 
-def sections() -> list[str]:
+def sections(results: Path = RESULTS) -> list[str]:
     """Each results table as the manual shows it (smoke tables left out)."""
     parts = []
-    for md in sorted((ROOT / "benchmarks" / "results").glob("*.md")):
+    for md in sorted(Path(results).glob("*.md")):
         if md.stem.endswith("_smoke"):  # a smoke run proves a script works; its numbers are not results
             continue
         text = md.read_text().strip()
@@ -21,16 +27,28 @@ def sections() -> list[str]:
     return parts
 
 
-def main() -> None:
-    parts = sections()
-    readme = ROOT / "docs" / "benchmarks.md"
-    body = readme.read_text()
-    if START not in body:
-        raise SystemExit(f"{readme} has no {START} marker")
+def refresh(results: Path = RESULTS, manual: Path = MANUAL) -> int:
+    """Rewrite the block between the manual's markers with the current tables; returns how many.
+    Written beside the manual and renamed, so a reader (or a crash) never sees half a page."""
+    manual = Path(manual)
+    body = manual.read_text()
+    if START not in body or END not in body.split(START, 1)[1]:
+        raise ValueError(f"{manual} has no {START} ... {END} block")
+    parts = sections(results)
     head, rest = body.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
-    print(f"updated {readme} with {len(parts)} tables")
+    tmp = manual.with_name(f".{manual.name}.tmp")
+    tmp.write_text(f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
+    os.replace(tmp, manual)
+    return len(parts)
+
+
+def main() -> None:
+    try:
+        n = refresh()
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    print(f"updated {MANUAL} with {n} tables")
 
 
 if __name__ == "__main__":

@@ -379,7 +379,8 @@ def test_max_minutes_does_not_start_a_seed_the_last_seed_says_cannot_finish(tmp_
 
 @pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="needs git")
 def test_commit_is_dirty_for_a_changed_source_file_but_not_for_a_rewritten_result(tmp_path, monkeypatch):
-    """A run rewrites its own table under benchmarks/results/: that alone must not mark the commit +dirty."""
+    """A run rewrites its own table under benchmarks/results/ and the manual's copy of it: neither
+    alone may mark the commit +dirty."""
     monkeypatch.syspath_prepend(str(BENCH))
     import common
 
@@ -390,12 +391,15 @@ def test_commit_is_dirty_for_a_changed_source_file_but_not_for_a_rewritten_resul
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "benchmarks" / "b.py").write_text("x = 1\n")
     (tmp_path / "benchmarks" / "results" / "t.md").write_text("old\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "benchmarks.md").write_text("old\n")
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "init")
     where = tmp_path / "benchmarks"
     assert not common.commit(where).endswith("+dirty")
     (tmp_path / "benchmarks" / "results" / "t.md").write_text("new\n")
+    (tmp_path / "docs" / "benchmarks.md").write_text("new\n")
     assert not common.commit(where).endswith("+dirty")
     (tmp_path / "benchmarks" / "b.py").write_text("x = 2\n")
     assert common.commit(where).endswith("+dirty")
@@ -475,3 +479,46 @@ def test_quadd_three_bit_line_says_closeness_and_noise_separately(monkeypatch):
                           "paired seeds.") for x in quadd.cifar_findings([fp, q2, p2]))
     close = r("A-quadd-dm-uniform3", "quadd", [54.0, 57.0, 58.0, 57.0, 55.0])
     assert "points, within the paper's 1 point" in next(x for x in quadd.cifar_findings([fp, close]) if "3-bit" in x)
+
+
+def test_a_row_written_to_the_committed_results_refreshes_the_manual(tmp_path, monkeypatch):
+    """A rerun once left docs/benchmarks.md quoting an older table and turned CI red: now every table
+    written where the manual reads refreshes the manual's block itself, and only that block."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+    import update_readme
+
+    results, manual = tmp_path / "results", tmp_path / "benchmarks.md"
+    results.mkdir()
+    manual.write_text(f"intro\n{update_readme.START}\nold table\n{update_readme.END}\noutro\n")
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.setattr(common, "MANUALS", {results.resolve(): manual})
+    row = dict.fromkeys(ROW_KEYS, 1) | {"accuracy_mean": 50.0, "accuracy_std": 1.0, "method": "a"}
+    common.Rows("t", "Table T", "python b.py").add(row)
+    common.Rows("t_smoke", "Smoke", "python b.py --smoke").add(row)
+    text = manual.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert "### Table T" in text and "50.00 ± 1.00" in text and "Smoke" not in text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    # a manual without its markers is a warning naming the fix; the row itself is kept
+    manual.write_text("no markers\n")
+    common.Rows("t", "Table T", "python b.py").add({**row, "method": "b"})
+    assert manual.read_text() == "no markers\n"
+    assert {r["method"] for r in _rows(results / "t.json")} == {"a", "b"}
+    with pytest.raises(ValueError, match="no <!-- benchmark tables: start -->"):
+        update_readme.refresh(results, manual)
+
+
+def test_benchmarks_with_results_elsewhere_leave_the_manual_alone(tmp_path, monkeypatch):
+    """Tests and private runs (TINYSET_BENCH_RESULTS) write their tables elsewhere and must never
+    rewrite docs/benchmarks.md with them (a first version of the refresh did)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    manual = ROOT / "docs" / "benchmarks.md"
+    before = manual.read_bytes()
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    row = dict.fromkeys(ROW_KEYS, 1) | {"accuracy_mean": 50.0, "accuracy_std": 1.0, "method": "a"}
+    common.Rows("t", "Table T", "python b.py").add(row)
+    assert (tmp_path / "t.md").exists() and manual.read_bytes() == before
