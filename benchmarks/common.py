@@ -27,7 +27,8 @@ WORK = Path(os.environ.get("TINYSET_BENCH_WORK") or Path(__file__).parent / "wor
 # quotes. A table written to the committed folder refreshes it at once: a results commit that forgot
 # the refresh once turned CI red. Results kept anywhere else (tests, TINYSET_BENCH_RESULTS) leave
 # the manual alone.
-MANUALS: dict[Path, Path] = {(Path(__file__).parent / "results").resolve(): Path(__file__).parent.parent / "docs" / "benchmarks.md"}
+MANUALS: dict[Path, Path] = {
+    (Path(__file__).parent / "results").resolve(): Path(__file__).parent.parent / "docs" / "benchmarks.md"}
 
 log = logging.getLogger("benchmarks.common")
 
@@ -130,7 +131,7 @@ def refresh_manual() -> None:
     manual = MANUALS.get(Path(RESULTS).resolve())
     if manual is None or not manual.exists():
         return
-    import update_readme  # beside this file; it imports nothing heavy
+    import update_readme  # beside this file; imported here, where it is used, not at every script's start
 
     try:
         update_readme.refresh(RESULTS, manual)

@@ -5,9 +5,10 @@ Every benchmark calls ``refresh`` itself after each row it writes to the committ
 (``common.Rows``), so a rerun cannot leave the manual stale; running this script by hand redoes it."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from tinyset.utils.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -29,17 +30,14 @@ def sections(results: Path = RESULTS) -> list[str]:
 
 def refresh(results: Path = RESULTS, manual: Path = MANUAL) -> int:
     """Rewrite the block between the manual's markers with the current tables; returns how many.
-    Written beside the manual and renamed, so a reader (or a crash) never sees half a page."""
+    Written atomically, so a reader (or a crash) never sees half a page."""
     manual = Path(manual)
-    body = manual.read_text()
-    if START not in body or END not in body.split(START, 1)[1]:
+    head, start, rest = manual.read_text().partition(START)
+    _, end, tail = rest.partition(END)
+    if not (start and end):
         raise ValueError(f"{manual} has no {START} ... {END} block")
     parts = sections(results)
-    head, rest = body.split(START, 1)
-    _, tail = rest.split(END, 1)
-    tmp = manual.with_name(f".{manual.name}.tmp")
-    tmp.write_text(f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
-    os.replace(tmp, manual)
+    atomic_write_text(manual, f"{head}{START}\n{chr(10).join(p + chr(10) for p in parts)}{END}{tail}")
     return len(parts)
 
 
