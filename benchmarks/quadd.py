@@ -4,7 +4,8 @@
     set, calibrated clip of the same granularity as the loop's: one per set for DM, one per image
     for E2D) and ``quadd`` (quantizer in the loop), with DM and E2D as the base, uniform at 8/4 bits
     and uniform + APoT at 3/2 bits; ``random`` = the random real subset at every (IPC, bits) of the
-    part (quantized post hoc, one clip). Students learn from the pinned teacher online (label mode
+    part (quantized post hoc, one clip), and at 2 bits ``random_imageclip`` with a clip per image as
+    E2D's sets have. Students learn from the pinned teacher online (label mode
     ``teacher``: its bytes count in ``student_bytes``).
 (B) CIFAR-10, fixed budget = the fp32 IPC-10 set's bytes, under two label modes: ``hard`` (budget =
     its set_bytes) and ``stored`` (soft labels stored beside the set and counted: budget = its
@@ -230,6 +231,7 @@ def cifar(args) -> None:
         "with the loop's granularity (DM: one clip per set; E2D: one per image); quadd = the quantizer in the loop, "
         "started from quantized real images; quadd_frozen = the same loop with post-hoc's clip (100 Adam steps on the "
         "starting images' MSE, then frozen: only the codes learn); random = the random real subset (one clip); "
+        "random_imageclip = the same with a clip per image (E2D's granularity); "
         "uint8 = stored as 8-bit codes.",
         f"Part B: the budget is the fp32 IPC-{ipc0} set's student_bytes in the row's label mode; each width holds the most "
         "images per class whose student_bytes fit, per base (E2D's per-image clips are counted).",
@@ -338,6 +340,10 @@ def cifar(args) -> None:
             for q in qs:
                 row(f"A-random-{q}{bits}", "A", "random", "none", q, bits, compressed(random_set(ipc0), q, bits),
                          "teacher", ecfg_a)
+        # E2D's 2-bit sets keep a clip per image: the random subset with the same clips separates the images
+        # E2D picks from the finer clip
+        row("A-random-uniform2-imageclip", "A", "random_imageclip", "none", "uniform", 2,
+            compressed(random_set(ipc0), "uniform", 2, "image"), "teacher", ecfg_a)
         for base, (method, margs, gran) in bases.items():
             row(f"A-fp32-{base}", "A", "fp32", base, "none", 32, fp32(base, ipc0), "teacher", ecfg_a)
             for bits, qs in widths:
@@ -594,6 +600,14 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
                 line += f"{paired_wins(f2, p2)}" + (f"; vs QuADD with its learned clip: {gap(f2, q2)}{paired_wins(f2, q2)}"
                                                     if q2 else "")
                 out.append(line + ".")
+    ric, r2 = r.get("A-random-uniform2-imageclip"), r.get("A-random-uniform2")
+    if ric:  # E2D's 2-bit edge over the random subset: its images, or its clip per image?
+        parts = [f"vs one clip per set: {gap(ric, r2)}{paired_wins(ric, r2)}"] if r2 else []
+        for m in ("quadd", "posthoc"):
+            e = r.get(f"A-{m}-e2d-uniform2")
+            if e:
+                parts.append(f"E2D {m} (a clip per image too) vs it: {gap(e, ric)}{paired_wins(e, ric)}")
+        out.append("(A) the random real subset at 2 bits with a clip per image: " + "; ".join(parts) + ".")
     for mode in ("hard", "stored"):
         ur = r.get(f"B-{mode}-uint8-random")
         quadd_rows = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x.get("method") == "quadd"]

@@ -104,6 +104,9 @@ def test_quadd_cifar_part_runs_on_a_smoke_dataset(tmp_path):
     assert {"A-random-fp32", "A-random-apot3", "A-fp32-dm", "A-posthoc-dm-uniform2", "A-quadd-dm-uniform2", "A-quaddfrozen-dm-uniform2",
             "B-hard-fp32-random", "B-hard-quadd-dm-uniform2", "B-stored-fp32-dm", "B-stored-quadd-dm-uniform2"} <= set(rows)
     t = rows["A-fp32-dm"]["teacher_bytes"]
+    one, per_image = rows["A-random-uniform2"], rows["A-random-uniform2-imageclip"]  # the same images, finer clips
+    assert per_image["method"] == "random_imageclip" and per_image["set_bytes"] > one["set_bytes"]
+    assert "with a clip per image: vs one clip per set" in (tmp_path / "results" / "quadd_digits_smoke.md").read_text()
     for r in rows.values():
         assert r["protocol"].startswith("rded") and r["synthesis_seeds"] == [0]
         extra = r["student_bytes"] - r["set_bytes"]
@@ -129,7 +132,7 @@ def test_quadd_only_runs_the_matching_rows_and_names_a_pattern_that_matches_none
             "--student", "convnet:depth=1,width=8"]
     _run("quadd.py", [*base, "--only", "A-random-*"], tmp_path)
     ids = {r["row_id"] for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
-    assert ids == {"A-random-fp32", "A-random-apot3", "A-random-uniform2"}
+    assert ids == {"A-random-fp32", "A-random-apot3", "A-random-uniform2", "A-random-uniform2-imageclip"}
     proc = _run("quadd.py", [*base, "--only", "A-fp32-*", "A-qaudd-*"], tmp_path, ok=False)
     assert proc.returncode != 0
     assert "--only: no row id matches 'A-qaudd-*'" in proc.stderr and "A-quadd-dm-uniform2" in proc.stderr
