@@ -12,7 +12,8 @@
     set_bytes + its stored soft labels). At each width, the most images per class whose
     student_bytes fit (per base: E2D's per-image clips cost bytes too): the random real subset, QuADD
     on both bases, the honest 8-bit points (``uint8``: the random subset and the DM set as 8-bit
-    codes), and the fp32 IPC-10 references themselves.
+    codes), with E2D the random subset with a clip per image (``random_imageclip``), and the fp32
+    IPC-10 references themselves.
 (C) beam data (``tinyset.data.beam``): full data at 32 bits, 8 bits and on 3GPP's L1-RSRP reporting
     grid (7 bits, 1 dB: the realistic full-data reference), random subsets, DM, QuADD and post-hoc
     at several sizes; MLP students, hard labels, top-1 and top-3. Quantizers work in normalised
@@ -379,6 +380,11 @@ def cifar(args) -> None:
                 if "dm" in bases:
                     row(f"B-{mode}-uint8-dm", "B", "uint8", "dm", "uniform", 8,
                              compressed(fp32("dm", n), "uniform", 8, calibrate=0), mode, ecfg_b)
+            if "e2d" in bases:  # E2D keeps a clip per image: the random subset with the same clips, at its count
+                ni = next(o.ipc for o in plans["image"].options if o.bits == b)
+                if ni >= 1:
+                    row(f"B-{mode}-random-uniform{b}-imageclip", "B", "random_imageclip", "none", "uniform", b,
+                        compressed(random_set(ni), "uniform", b, "image"), mode, ecfg_b)
             for base, (method, margs, gran) in bases.items():
                 nb = next(o.ipc for o in plans[gran].options if o.bits == b)
                 if nb >= 1:
@@ -639,6 +645,10 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
             if rr:
                 same.append(f"{x['base']} {x['ipc']}@{x['bits']} vs random {rr['ipc']}@{rr['bits']}: {gap(x, rr)}"
                             f"{paired_wins(x, rr)}")
+            ri = r.get(f"B-{mode}-random-uniform{x['bits']}-imageclip") if x["base"] == "e2d" else None
+            if ri:  # the same clips as E2D's: what is left is E2D's images
+                same.append(f"{x['base']} {x['ipc']}@{x['bits']} vs random with a clip per image {ri['ipc']}@{ri['bits']}: "
+                            f"{gap(x, ri)}{paired_wins(x, ri)}")
         if same:
             out.append(f"(B, {mode} labels) QuADD vs the random real subset at the same width: " + "; ".join(same) + ".")
         pick = (searches or {}).get(mode)

@@ -137,6 +137,9 @@ def test_quadd_only_runs_the_matching_rows_and_names_a_pattern_that_matches_none
     assert proc.returncode != 0
     assert "--only: no row id matches 'A-qaudd-*'" in proc.stderr and "A-quadd-dm-uniform2" in proc.stderr
     assert "A-fp32-dm" not in {r["row_id"] for r in _rows(tmp_path / "results" / "quadd_digits_smoke.json")}
+    assert "imageclip" not in proc.stderr.replace("A-random-uniform2-imageclip", "")  # part B's: with E2D only
+    proc = _run("quadd.py", [*base, "--sections", "B", "--bases", "e2d", "--only", "nomatch"], tmp_path, ok=False)
+    assert "B-hard-random-uniform2-imageclip" in proc.stderr and "B-stored-random-uniform2-imageclip" in proc.stderr
 
 
 def test_a_table_filled_by_several_runs_lists_every_rows_command(tmp_path, monkeypatch):
@@ -274,6 +277,12 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     assert "undecided (under 5 seeds)" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur]))
     rr = r("B-hard-random-uniform4", "random", "none", 80, 4, 44.9)
     assert "same width: dm 80@4 vs random 80@4: no gap (+0.10" in "\n".join(quadd.cifar_findings([fp, q4, q2, ur, rr]))
+    # E2D keeps a clip per image: it is also set beside the random subset with the same clips (DM is not)
+    e4 = r("B-hard-quadd-e2d-uniform4", "quadd", "e2d", 79, 4, 48)
+    ri = r("B-hard-random-uniform4-imageclip", "random_imageclip", "none", 79, 4, 46.5)
+    text = "\n".join(quadd.cifar_findings([fp, q4, e4, ur, rr, ri]))
+    assert "e2d 79@4 vs random with a clip per image 79@4: above by +1.50" in text
+    assert "dm 80@4 vs random with a clip per image" not in text
     pt = {"ipc": 80, "bits": 4, "proxy_accuracy_mean": 33.3}
     pick = {"chosen": pt, "curve": [pt], "proxy": {"seeds": 3, "steps": 300, "student": "s", "holdout_samples": 1000}}
     text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur], {"hard": pick}))
