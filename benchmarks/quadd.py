@@ -613,7 +613,8 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
             e = r.get(f"A-{m}-e2d-uniform2")
             if e:
                 parts.append(f"E2D {m} (a clip per image too) vs it: {gap(e, ric)}{paired_wins(e, ric)}")
-        out.append("(A) the random real subset at 2 bits with a clip per image: " + "; ".join(parts) + ".")
+        if parts:  # nothing to set it beside yet: no line
+            out.append("(A) the random real subset at 2 bits with a clip per image: " + "; ".join(parts) + ".")
     for mode in ("hard", "stored"):
         ur = r.get(f"B-{mode}-uint8-random")
         quadd_rows = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x.get("method") == "quadd"]

@@ -283,6 +283,10 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     text = "\n".join(quadd.cifar_findings([fp, q4, e4, ur, rr, ri]))
     assert "e2d 79@4 vs random with a clip per image 79@4: above by +1.50" in text
     assert "dm 80@4 vs random with a clip per image" not in text
+    ric = {**ri, "row_id": "A-random-uniform2-imageclip", "part": "A", "bits": 2, "ipc": 10}
+    assert not [x for x in quadd.cifar_findings([ric]) if "clip per image" in x]  # alone: nothing to compare
+    e2 = {**e4, "row_id": "A-quadd-e2d-uniform2", "part": "A", "bits": 2, "ipc": 10}
+    assert "E2D quadd (a clip per image too) vs it: above by +1.50" in "\n".join(quadd.cifar_findings([ric, e2]))
     pt = {"ipc": 80, "bits": 4, "proxy_accuracy_mean": 33.3}
     pick = {"chosen": pt, "curve": [pt], "proxy": {"seeds": 3, "steps": 300, "student": "s", "holdout_samples": 1000}}
     text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur], {"hard": pick}))
