@@ -366,10 +366,12 @@ def cifar(args) -> None:
             row(f"B-{mode}-fp32-{base}", "B", "fp32", "none" if base == "random" else base, "none", 32,
                      random_set(ipc0) if base == "random" else fp32(base, ipc0), mode, ecfg_b)
         planned.append((f"B-{mode}-search", lambda mode=mode, labels=labels, budget=budget: held_out_search(mode, labels, budget)))
-        plans = {g: plan_budget(budget, ds.info.shape, k, b_bits, "uniform", g, info=ds.info, labels=labels)
-                 for g in {"tensor", *(all_bases[b][2] for b in bases)}}
+        # clip granularity -> bits -> the most images per class that fit the budget
+        fits = {g: {o.bits: o.ipc for o in plan_budget(budget, ds.info.shape, k, b_bits, "uniform", g, info=ds.info,
+                                                       labels=labels).options}
+                for g in {"tensor", *(all_bases[b][2] for b in bases)}}
         for b in b_bits:
-            n = next(o.ipc for o in plans["tensor"].options if o.bits == b)
+            n = fits["tensor"][b]
             if n < 1:
                 continue
             row(f"B-{mode}-random-uniform{b}", "B", "random", "none", "uniform", b,
@@ -381,12 +383,12 @@ def cifar(args) -> None:
                     row(f"B-{mode}-uint8-dm", "B", "uint8", "dm", "uniform", 8,
                              compressed(fp32("dm", n), "uniform", 8, calibrate=0), mode, ecfg_b)
             if "e2d" in bases:  # E2D keeps a clip per image: the random subset with the same clips, at its count
-                ni = next(o.ipc for o in plans["image"].options if o.bits == b)
+                ni = fits["image"][b]
                 if ni >= 1:
                     row(f"B-{mode}-random-uniform{b}-imageclip", "B", "random_imageclip", "none", "uniform", b,
                         compressed(random_set(ni), "uniform", b, "image"), mode, ecfg_b)
             for base, (method, margs, gran) in bases.items():
-                nb = next(o.ipc for o in plans[gran].options if o.bits == b)
+                nb = fits[gran][b]
                 if nb >= 1:
                     row(f"B-{mode}-quadd-{base}-uniform{b}", "B", "quadd", base, "uniform", b,
                              quadd(base, "uniform", b, nb), mode, ecfg_b)
