@@ -658,14 +658,15 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
         if pick:  # what a user choosing blind gets: the held-out search's point, and that point's rows
             c = pick["chosen"]
             curve = ", ".join(f"{p['ipc']}@{p['bits']} {p['proxy_accuracy_mean']:.1f}" for p in pick["curve"])
-            at = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x["bits"] == c["bits"]
-                  and x["ipc"] == c["ipc"]]
+            # the pick is a width: each base fits its own images per class there (E2D's clips per image cost a few)
+            at = [x for x in rows if x.get("part") == "B" and x.get("label_mode") == mode and x["bits"] == c["bits"]]
             line = (f"(B, {mode} labels) `tinyset budget`'s held-out search (random real proxy sets, "
                     f"{pick['proxy']['seeds']} x {pick['proxy']['steps']} steps of {pick['proxy']['student']}, scored on "
                     f"{pick['proxy']['holdout_samples']} held-out training images; proxy % {curve}) picks "
                     f"{c['ipc']}@{c['bits']}")
-            line += ("; the rows at that point: " + ", ".join(
-                f"{x['method']} ({x['base']}) {x['accuracy_mean']:.2f} ± {x['accuracy_std']:.2f}" for x in at)) if at else ""
+            line += ("; the rows at that width: " + ", ".join(
+                f"{x['method']} ({x['base']}) {x['ipc']}@{x['bits']} {x['accuracy_mean']:.2f} ± {x['accuracy_std']:.2f}"
+                for x in at)) if at else ""
             out.append(line + ".")
     return out
 

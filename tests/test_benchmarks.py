@@ -290,7 +290,11 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     pt = {"ipc": 80, "bits": 4, "proxy_accuracy_mean": 33.3}
     pick = {"chosen": pt, "curve": [pt], "proxy": {"seeds": 3, "steps": 300, "student": "s", "holdout_samples": 1000}}
     text = "\n".join(quadd.cifar_findings([fp, q4, q2, ur], {"hard": pick}))
-    assert "proxy % 80@4 33.3) picks 80@4; the rows at that point: quadd (dm) 45.00 ± 0.50" in text
+    assert "proxy % 80@4 33.3) picks 80@4; the rows at that width: quadd (dm) 80@4 45.00 ± 0.50" in text
+    # E2D fits 79 per class at the picked width: it is among that width's rows; another width's rows are not
+    text = "\n".join(quadd.cifar_findings([fp, q4, q2, e4, ur], {"hard": pick}))
+    assert "the rows at that width: quadd (dm) 80@4 45.00 ± 0.50, quadd (e2d) 79@4 48.00" in text
+    assert "159@2 4" not in text.split("picks 80@4")[1]
     monkeypatch.setattr(quadd, "RESULTS", tmp_path)
     assert quadd.plot_budget([fp, q4, q2, ur], "b.png", "t") and (tmp_path / "b.png").stat().st_size > 0
     assert not quadd.plot_budget([{**fp, "part": "A"}], "a.png", "t")  # no part B rows: no picture
