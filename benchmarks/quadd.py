@@ -711,6 +711,9 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
         log.warning("matplotlib missing: no plot")
         return False
     modes = [m for m in ("hard", "stored") if any(r["label_mode"] == m for r in part_b)]
+    # one evenly spaced slot per width the rows or the searches have, fewer bits (more images) to the right
+    widths = sorted({r["bits"] for r in part_b if r["bits"] != 32 and r["method"] != "uint8"}
+                    | {p["chosen"]["bits"] for p in (searches or {}).values()}, reverse=True)
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), sharey=True, squeeze=False)
     colours: dict[str, str] = {}  # one colour per series in both panels
 
@@ -729,18 +732,20 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
         series = sorted(lines.items())
         for j, (name, pts) in enumerate(series):
             pts = sorted(pts, key=lambda r: -r["bits"])
-            dx = 0.08 * (j - (len(series) - 1) / 2)  # side by side, so equal points stay visible
-            ax.errorbar([r["bits"] + dx for r in pts], [r["accuracy_mean"] for r in pts],
+            dx = 0.12 * (j - (len(series) - 1) / 2)  # side by side, so equal points stay visible
+            xs = [widths.index(r["bits"]) + dx for r in pts]
+            ax.errorbar(xs, [r["accuracy_mean"] for r in pts],
                         yerr=[r["accuracy_std"] for r in pts], marker="o", capsize=3, label=name, color=colour(name))
-            for r in pts:
-                ax.annotate(f"{r['ipc']}", (r["bits"] + dx, r["accuracy_mean"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+            for x, r in zip(xs, pts):  # the label on the series' own side of the width, so neighbours don't collide
+                ax.annotate(f"{r['ipc']}", (x, r["accuracy_mean"]), textcoords="offset points", color=colour(name),
+                            xytext=(4 if dx >= 0 else -4, 4), ha="left" if dx >= 0 else "right", fontsize=7)
         pick = (searches or {}).get(mode)
         if pick:
             c = pick["chosen"]
-            ax.axvline(c["bits"], linestyle=":", color="grey", label=f"held-out search picks {c['ipc']}@{c['bits']}")
-        ax.set_xticks([8, 4, 3, 2])
-        ax.set_xlim(8.5, 1.5)  # reversed: fewer bits = more images, to the right
+            ax.axvline(widths.index(c["bits"]), linestyle=":", color="grey",
+                       label=f"held-out search picks {c['ipc']}@{c['bits']}")
+        ax.set_xticks(range(len(widths)), [str(b) for b in widths])
+        ax.set_xlim(-0.5, len(widths) - 0.5)
         ax.set_xlabel("bits per value (number = images per class at the budget)")
         budget = max((r["student_bytes"] for r in rs if r["bits"] == 32), default=None)  # the fp32 set is the budget
         ax.set_title(f"{mode} labels" + (f": budget {budget:,} student bytes" if budget else ""))
