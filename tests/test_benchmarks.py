@@ -297,6 +297,9 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     assert "159@2 4" not in text.split("picks 80@4")[1]
     monkeypatch.setattr(quadd, "RESULTS", tmp_path)
     assert quadd.plot_budget([fp, q4, q2, ur], "b.png", "t") and (tmp_path / "b.png").stat().st_size > 0
+    # a search's width with no row yet still gets its slot on the axis (the pick is drawn, not dropped)
+    far = {**pick, "chosen": {"ipc": 120, "bits": 3, "proxy_accuracy_mean": 30.0}}
+    assert quadd.plot_budget([fp, q4, q2, e4, ur], "c.png", "t", {"hard": far}) and (tmp_path / "c.png").exists()
     assert not quadd.plot_budget([{**fp, "part": "A"}], "a.png", "t")  # no part B rows: no picture
 
 
