@@ -711,8 +711,11 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
         log.warning("matplotlib missing: no plot")
         return False
     modes = [m for m in ("hard", "stored") if any(r["label_mode"] == m for r in part_b)]
+
+    def is_bar(r: dict) -> bool:  # the claim's bars (fp32 sets, the uint8 subset) are lines across, not points
+        return r["bits"] == 32 or r["method"] == "uint8"
     # one evenly spaced slot per width the rows or the searches have, fewer bits (more images) to the right
-    widths = sorted({r["bits"] for r in part_b if r["bits"] != 32 and r["method"] != "uint8"}
+    widths = sorted({r["bits"] for r in part_b if not is_bar(r)}
                     | {p["chosen"]["bits"] for p in (searches or {}).values()}, reverse=True)
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.5), sharey=True, squeeze=False)
     colours: dict[str, str] = {}  # one colour per series in both panels
@@ -721,7 +724,7 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
         return colours.setdefault(name, f"C{len(colours) % 10}")
     for ax, mode in zip(axes[0], modes):
         rs = [r for r in part_b if r["label_mode"] == mode]
-        bars = [r for r in rs if r["bits"] == 32 or r["method"] == "uint8"]
+        bars = [r for r in rs if is_bar(r)]
         for r in bars:
             label = f"{r['method']} ({r['base']}) {r['ipc']}/class at {r['bits']} bits"
             ax.axhline(r["accuracy_mean"], linestyle="--", linewidth=1, color=colour(f"{r['method']} {r['base']}"), label=label)
