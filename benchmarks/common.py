@@ -67,6 +67,8 @@ class Rows:
         # rows -> lines under the table, recomputed at every write so a table stopped by --max-minutes
         # still shows what its finished rows answer (claims, gaps, ratios)
         self.findings: Callable[[list[dict]], list[str]] | None = None
+        # rows -> a summary block between the table and the findings (a pivot of the rows, say)
+        self.summary: Callable[[list[dict]], list[str]] | None = None
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.path = RESULTS / f"{name}.json"
         self.data = {"benchmark": name, "commit": commit(), "machine": machine_description(), "command": command, "rows": []}
@@ -118,6 +120,7 @@ class Rows:
                     v = r.get(key, "")
                     cells.append(f"{v:.2f}" if isinstance(v, float) else str(v if v is not None else ""))
             lines.append("| " + " | ".join(cells) + " |")
+        lines += self.summary(self.data["rows"]) if self.summary else []
         found = self.findings(self.data["rows"]) if self.findings else []
         if found:
             lines += ["", "**Findings** (computed from the rows above):", ""] + [f"- {f}" for f in found]

@@ -245,6 +245,7 @@ def cifar(args) -> None:
     rows = QuaddRows(name, f"QuADD on {ds.info.name}: accuracy against bits and bytes" + (" (smoke check)" if smoke else ""),
                      command_line(), notes, cols)
     rows.findings = lambda rs: cifar_findings(rs, held_out_picks(name))
+    rows.summary = part_b_grid
 
     planned: list[tuple] = []  # every row this run could make, listed before any runs so --only is checked first
 
@@ -668,6 +669,34 @@ def cifar_findings(rows: list[dict], searches: dict[str, dict] | None = None) ->
                 f"{x['method']} ({x['base']}) {x['ipc']}@{x['bits']} {x['accuracy_mean']:.2f} ± {x['accuracy_std']:.2f}"
                 for x in at)) if at else ""
             out.append(line + ".")
+    return out
+
+
+# part B's series: at 32 bits each is its fp32 set, below it the quantized one (the uint8 and same-clip
+# subsets are bars and controls, read from the table and the findings)
+GRID_SERIES = (("random", ("random", "fp32"), "none"), ("QuADD-DM", ("quadd", "fp32"), "dm"),
+               ("QuADD-E2D", ("quadd", "fp32"), "e2d"))
+
+
+def part_b_grid(rows: list[dict]) -> list[str]:
+    """Part B as one grid: a line per width (bits), a column per label mode and series; each cell the
+    row's accuracy and its images per class (each series fits its own under the budget)."""
+    b = [x for x in rows if x.get("part") == "B"]
+    if not b:
+        return []
+    modes = [m for m in ("hard", "stored") if any(x.get("label_mode") == m for x in b)]
+    head = ["bits"] + [f"{m}: {name}" for m in modes for name, _, _ in GRID_SERIES]
+    out = ["", "**Part B at a glance** (accuracy %, mean ± std; in brackets the images per class that fit; "
+           "`not run`: no row yet):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for bits in sorted({x["bits"] for x in b}, reverse=True):
+        cells = [str(bits)]
+        for m in modes:
+            for _, methods, base in GRID_SERIES:
+                hit = [x for x in b if x.get("label_mode") == m and x["bits"] == bits and x["method"] in methods
+                       and x["base"] == base]
+                cells.append(f"{hit[0]['accuracy_mean']:.2f} ± {hit[0]['accuracy_std']:.2f} ({hit[0]['ipc']})"
+                             if hit else "not run")
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 

@@ -295,6 +295,17 @@ def test_quadd_budget_findings_need_both_bars_and_five_seeds(monkeypatch, tmp_pa
     text = "\n".join(quadd.cifar_findings([fp, q4, q2, e4, ur], {"hard": pick}))
     assert "the rows at that width: quadd (dm) 80@4 45.00 ± 0.50, quadd (e2d) 79@4 48.00" in text
     assert "159@2 4" not in text.split("picks 80@4")[1]
+    # the grid: a line per width, a cell per (label mode, series) with its own images per class
+    grid = quadd.part_b_grid([fp, q4, q2, e4, ur, rr, ri, r("B-stored-random-uniform4", "random", "none", 79, 4, 60,
+                                                        mode="stored")])
+    assert grid[3] == ("| bits | hard: random | hard: QuADD-DM | hard: QuADD-E2D | stored: random | stored: QuADD-DM "
+                       "| stored: QuADD-E2D |")
+    assert [g.split(" | ")[0] for g in grid[5:]] == ["| 32", "| 8", "| 4", "| 2"]
+    assert grid[5] == "| 32 | not run | 30.00 ± 0.50 (10) | not run | not run | not run | not run |"
+    assert grid[6] == "| 8 | not run | not run | not run | not run | not run | not run |"  # uint8 is a bar, not a series
+    assert grid[7] == ("| 4 | 44.90 ± 0.50 (80) | 45.00 ± 0.50 (80) | 48.00 ± 0.50 (79) | 60.00 ± 0.50 (79) | not run "
+                       "| not run |")
+    assert quadd.part_b_grid([ric, e2]) == []  # part A only: no grid
     monkeypatch.setattr(quadd, "RESULTS", tmp_path)
     assert quadd.plot_budget([fp, q4, q2, ur], "b.png", "t") and (tmp_path / "b.png").stat().st_size > 0
     # a search's width with no row yet still gets its slot on the axis (the pick is drawn, not dropped)
