@@ -678,13 +678,19 @@ GRID_SERIES = (("random", ("random", "fp32"), "none"), ("QuADD-DM", ("quadd", "f
                ("QuADD-E2D", ("quadd", "fp32"), "e2d"))
 
 
+def part_b_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Part B's rows and the label modes they cover, in reading order (the grid and the picture share them)."""
+    b = [x for x in rows if x.get("part") == "B"]
+    return b, [m for m in ("hard", "stored") if any(x.get("label_mode") == m for x in b)]
+
+
 def part_b_grid(rows: list[dict]) -> list[str]:
     """Part B as one grid: a line per width (bits), a column per label mode and series; each cell the
     row's accuracy and its images per class (each series fits its own under the budget)."""
-    b = [x for x in rows if x.get("part") == "B"]
+    b, modes = part_b_rows(rows)
     if not b:
         return []
-    modes = [m for m in ("hard", "stored") if any(x.get("label_mode") == m for x in b)]
+    at = {(x["label_mode"], x["bits"], x["method"], x["base"]): x for x in b}  # one row per key in part B
     head = ["bits"] + [f"{m}: {name}" for m in modes for name, _, _ in GRID_SERIES]
     out = ["", "**Part B at a glance** (accuracy %, mean ± std; in brackets the images per class that fit; "
            "`not run`: no row yet):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -692,10 +698,8 @@ def part_b_grid(rows: list[dict]) -> list[str]:
         cells = [str(bits)]
         for m in modes:
             for _, methods, base in GRID_SERIES:
-                hit = [x for x in b if x.get("label_mode") == m and x["bits"] == bits and x["method"] in methods
-                       and x["base"] == base]
-                cells.append(f"{hit[0]['accuracy_mean']:.2f} ± {hit[0]['accuracy_std']:.2f} ({hit[0]['ipc']})"
-                             if hit else "not run")
+                x = next((at[(m, bits, meth, base)] for meth in methods if (m, bits, meth, base) in at), None)
+                cells.append(f"{x['accuracy_mean']:.2f} ± {x['accuracy_std']:.2f} ({x['ipc']})" if x else "not run")
         out.append("| " + " | ".join(cells) + " |")
     return out
 
@@ -728,7 +732,7 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
     """Part B's picture: accuracy against bits at the fixed budget, one panel per label mode, a line
     per (method, base) with each point's images per class written beside it, and the fp32 IPC-10
     sets and the uint8 random subset as dashed reference lines (they are the claim's bars)."""
-    part_b = [r for r in rows if r.get("part") == "B"]
+    part_b, modes = part_b_rows(rows)
     if not part_b:
         return False
     try:
@@ -739,7 +743,6 @@ def plot_budget(rows: list[dict], filename: str, title: str, searches: dict[str,
     except ImportError:
         log.warning("matplotlib missing: no plot")
         return False
-    modes = [m for m in ("hard", "stored") if any(r["label_mode"] == m for r in part_b)]
 
     def is_bar(r: dict) -> bool:  # the claim's bars (fp32 sets, the uint8 subset) are lines across, not points
         return r["bits"] == 32 or r["method"] == "uint8"
